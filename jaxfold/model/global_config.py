@@ -1,0 +1,33 @@
+"""Settings shared by every module: precision, memory knobs, initialisation."""
+
+import dataclasses
+from typing import Literal
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalConfig:
+  """Model-wide switches (AlphaFold's `global_config`).
+
+  Attributes:
+    dtype: compute dtype of activations; parameters are always stored in float32 and cast
+      on use. 'bfloat16' is the mixed-precision mode.
+    subbatch_size: chunk size for attention, transitions and the outer product mean. None
+      computes each in one piece; a number bounds memory without changing the result.
+    use_remat: rematerialise every stacked block in the backward pass.
+    zero_init: AlphaFold's zero initialisation of output projections and gates.
+  """
+  dtype: Literal['float32', 'bfloat16'] = 'float32'
+  subbatch_size: int | None = None
+  use_remat: bool = False
+  zero_init: bool = True
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def final_init(self) -> str:
+    """Initialiser of layers that write into a residual stream."""
+    return 'zeros' if self.zero_init else 'linear'

@@ -1,0 +1,1 @@
+"""Layer-by-layer comparison of jaxfold against the reference implementations."""
