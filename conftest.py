@@ -15,3 +15,8 @@ def shared_dir() -> pathlib.Path:
   if not SHARED.is_dir():
     pytest.skip(f'shared data folder not found at {SHARED} (set JAXFOLD_SHARED)')
   return SHARED
+
+
+def pytest_addoption(parser):
+  parser.addoption('--parity-report', metavar='PATH', default=None,
+                   help='write every agreement measured by the parity suite to PATH as JSON')
