@@ -66,7 +66,7 @@ class Linear(nn.Module):
 
 
 class LayerNorm(nn.Module):
-  """LayerNorm over the last axis (eps 1e-5), computed in float32 whatever the input dtype."""
+  """LayerNorm over the last axis (eps 1e-5), computed in float32 (or float64 for float64 input)."""
   eps: float = 1e-5
 
   @nn.compact
@@ -74,7 +74,7 @@ class LayerNorm(nn.Module):
     c = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
     offset = self.param('offset', nn.initializers.zeros, (c,), jnp.float32)
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
     y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale + offset
