@@ -1,0 +1,210 @@
+"""Template embedding: template pair features, their pair stack, pointwise attention, and
+the template torsion-angle rows of the MSA.
+
+Jumper et al. (2021) Suppl. Alg. 2 'Inference' lines 7-13: template torsion features
+embedded as extra MSA rows (lines 7-8), each template's pair features through the
+TemplatePairStack (lines 9-11, Alg. 16), and Suppl. Alg. 17 'TemplatePointwiseAttention'
+from the pair representation to the templates (line 12).
+
+Shapes: query pair [N_res, N_res, c_z]; template features with a leading template axis T
+(template_aatype [T, N_res], template_all_atom_positions [T, N_res, 37, 3], ...); outputs
+the pair update [N_res, N_res, c_z] and the template MSA rows [T, N_res, c_m].
+"""
+
+import dataclasses
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxfold.common import residue_constants
+from jaxfold.common.geometry import Rigid, Rot3, Vec3
+from jaxfold.model.all_atom import atom37_to_torsion_angles
+from jaxfold.model.attention import Attention
+from jaxfold.model.embedders import DgramConfig, ParentScoped, dgram_from_positions
+from jaxfold.model.global_config import GlobalConfig
+from jaxfold.model.primitives import LayerNorm, Linear, chunked, mask_to_bias
+from jaxfold.model.template_pair_stack import TemplatePairStack, TemplatePairStackConfig
+
+# Template residue types: 20 amino acids, unknown and gap.
+_TEMPLATE_AATYPE_CLASSES = 22
+
+# The per-template features that TemplateEmbedding maps SingleTemplateEmbedding over.
+TEMPLATE_PAIR_FEATURES = ('template_aatype', 'template_all_atom_positions',
+                          'template_all_atom_masks', 'template_pseudo_beta',
+                          'template_pseudo_beta_mask')
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateAttentionConfig:
+  """AlphaFold's `template.attention`; key_dim / value_dim are totals over heads."""
+  gating: bool = False
+  key_dim: int = 64
+  num_head: int = 4
+  value_dim: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateConfig:
+  """AlphaFold's `embeddings_and_evoformer.template` config.
+
+  `subbatch_size` chunks the pointwise attention's N_res^2 queries; as in AlphaFold it
+  applies only in low-memory mode, which here is `global_config.subbatch_size` being set.
+  `use_template_unit_vector` False zeroes the unit-vector features, as every AlphaFold
+  monomer preset does.
+  """
+  attention: TemplateAttentionConfig = TemplateAttentionConfig()
+  dgram_features: DgramConfig = DgramConfig(min_bin=3.25, max_bin=50.75, num_bins=39)
+  embed_torsion_angles: bool = False
+  enabled: bool = False
+  template_pair_stack: TemplatePairStackConfig = TemplatePairStackConfig()
+  max_templates: int = 4
+  subbatch_size: int = 128
+  use_template_unit_vector: bool = False
+
+
+def template_pair_features(template: Mapping[str, jax.Array], dgram_features: DgramConfig,
+                           use_template_unit_vector: bool) -> jax.Array:
+  """The 88 pair features of one template (Suppl. Alg. 2 line 9), as [N_res, N_res, 88].
+
+  In order: distogram of pseudo-β positions (39), pseudo-β mask 2-D (1), residue j and
+  residue i one-hot (22 + 22), unit vector from residue i's backbone frame to residue j's
+  Cα (3), backbone mask 2-D (1); everything is zeroed where either backbone is missing.
+  `template` holds one template's TEMPLATE_PAIR_FEATURES (no template axis).
+  """
+  num_res = template['template_aatype'].shape[0]
+  pb_mask = template['template_pseudo_beta_mask']
+  dgram = dgram_from_positions(template['template_pseudo_beta'], dgram_features)
+  aatype = jax.nn.one_hot(template['template_aatype'], _TEMPLATE_AATYPE_CLASSES)
+
+  n, ca, c = (residue_constants.atom_order[a] for a in ('N', 'CA', 'C'))
+  positions = template['template_all_atom_positions'].astype(jnp.float32)
+  atom = lambda i: Vec3.from_array(positions[:, i])
+  # AlphaFold's template frame: Cα at the origin, C on the +x axis, N in the xy-plane.
+  frames = Rigid(Rot3.from_two_vectors(atom(c) - atom(ca), atom(n) - atom(ca)), atom(ca))
+  local = frames.map(lambda a: a[:, None]).apply_inverse(atom(ca).map(lambda a: a[None, :]))
+  atom_mask = template['template_all_atom_masks']
+  backbone_mask = atom_mask[:, n] * atom_mask[:, ca] * atom_mask[:, c]
+  backbone_mask_2d = backbone_mask[:, None] * backbone_mask[None, :]
+  if use_template_unit_vector:
+    inv_distance = jax.lax.rsqrt(1e-6 + local.dot(local)) * backbone_mask_2d
+    unit_vector = (local * inv_distance).to_array()
+  else:
+    unit_vector = jnp.zeros((num_res, num_res, 3), jnp.float32)
+
+  features = jnp.concatenate([
+      dgram,
+      (pb_mask[:, None] * pb_mask[None, :])[..., None],
+      jnp.broadcast_to(aatype[None, :, :], (num_res,) + aatype.shape),
+      jnp.broadcast_to(aatype[:, None, :], (num_res,) + aatype.shape),
+      unit_vector,
+      backbone_mask_2d[..., None],
+  ], axis=-1)
+  # Regions without a template backbone would otherwise carry arbitrary distogram values.
+  return features * backbone_mask_2d[..., None]
+
+
+class SingleTemplateEmbedding(nn.Module):
+  """One template's pair embedding (Suppl. Alg. 2 lines 9 and 11).
+
+  Inputs: one template's TEMPLATE_PAIR_FEATURES (no template axis), mask_2d [N_res, N_res]
+  (residue padding, not template coverage). Output [N_res, N_res, c_t]: the features
+  through `embedding2d`, the TemplatePairStack and `output_layer_norm`.
+  """
+  config: TemplateConfig = TemplateConfig()
+  global_config: GlobalConfig = GlobalConfig()
+
+  @nn.compact
+  def __call__(self, template: Mapping[str, jax.Array], mask_2d: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    c = self.config
+    dtype = self.global_config.compute_dtype
+    num_channels = c.template_pair_stack.triangle_attention_ending_node.value_dim
+    features = template_pair_features(template, c.dgram_features, c.use_template_unit_vector)
+    act = Linear(num_channels, initializer='relu', name='embedding2d')(features.astype(dtype))
+    act = TemplatePairStack(c.template_pair_stack, self.global_config,
+                            name='template_pair_stack')(act, mask_2d.astype(dtype), deterministic)
+    return LayerNorm(name='output_layer_norm')(act)
+
+
+class TemplateEmbedding(nn.Module):
+  """All templates embedded and attended to from the pair (Suppl. Alg. 2 lines 9-12, Alg. 17).
+
+  Inputs: query_embedding [N_res, N_res, c_z], templates: TEMPLATE_PAIR_FEATURES with a
+  leading axis T plus template_mask [T], mask_2d [N_res, N_res]. Output: the pair update
+  [N_res, N_res, c_z], zero when no template exists.
+
+  The templates share one SingleTemplateEmbedding (one set of weights, and as in AlphaFold
+  the same dropout masks). With `global_config.subbatch_size` set they are embedded one
+  at a time, which bounds memory without changing the result.
+  """
+  config: TemplateConfig = TemplateConfig()
+  global_config: GlobalConfig = GlobalConfig()
+
+  @nn.compact
+  def __call__(self, query_embedding: jax.Array, templates: Mapping[str, jax.Array],
+               mask_2d: jax.Array, deterministic: bool = True) -> jax.Array:
+    c, gc = self.config, self.global_config
+    dtype = query_embedding.dtype
+    num_res, _, query_channels = query_embedding.shape
+    template_mask = templates['template_mask'].astype(dtype)
+    num_templates = template_mask.shape[0]
+    single = SingleTemplateEmbedding(c, gc, name='single_template_embedding')
+    embed_all = nn.vmap(
+        lambda mdl, feats: mdl(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d,
+                               deterministic),
+        in_axes=0, variable_axes={'params': None},
+        split_rngs={'params': False, 'dropout': False})
+    template_pair = chunked(
+        self, lambda _, *feats: embed_all(single, feats), 1 if gc.subbatch_size else None,
+        [templates[k] for k in TEMPLATE_PAIR_FEATURES])
+
+    # Each pair position attends over the templates at that position (Alg. 17).
+    flat_query = query_embedding.reshape(num_res * num_res, 1, query_channels)
+    flat_templates = jnp.moveaxis(template_pair, 0, 2).reshape(
+        num_res * num_res, num_templates, template_pair.shape[-1])
+    bias = jnp.broadcast_to(mask_to_bias(template_mask, dtype),
+                            (num_res * num_res, 1, 1, num_templates))
+    attention_gc = dataclasses.replace(
+        gc, subbatch_size=c.subbatch_size if gc.subbatch_size else None)
+    embedding = Attention(num_head=c.attention.num_head, output_dim=query_channels,
+                          key_dim=c.attention.key_dim, value_dim=c.attention.value_dim,
+                          gating=c.attention.gating, global_config=attention_gc,
+                          name='attention')(flat_query, flat_templates, bias)
+    embedding = embedding.reshape(num_res, num_res, query_channels)
+    # Without any template the update is exactly zero (and so is its gradient).
+    return embedding * (jnp.sum(template_mask) > 0).astype(dtype)
+
+
+class TemplateTorsionEmbedder(ParentScoped):
+  """Template torsion angles as extra MSA rows (Suppl. Alg. 2 lines 7-8).
+
+  Inputs: template_aatype [T, N_res], template_all_atom_positions [T, N_res, 37, 3],
+  template_all_atom_masks [T, N_res, 37]. Outputs: rows [T, N_res, msa_channel] and their
+  mask [T, N_res] (the ψ-angle mask: it depends only on one residue's backbone).
+  Features (57): aatype one-hot (22), torsion sin/cos (14), alternative torsion sin/cos
+  (14), torsion mask (7). Its layers sit in the parent's scope, as in AlphaFold.
+  """
+  msa_channel: int = 256
+  global_config: GlobalConfig = GlobalConfig()
+
+  @nn.compact
+  def __call__(self, template_aatype: jax.Array, template_all_atom_positions: jax.Array,
+               template_all_atom_masks: jax.Array) -> tuple[jax.Array, jax.Array]:
+    gc = self.global_config
+    num_templates, num_res = template_aatype.shape
+    torsions = atom37_to_torsion_angles(
+        template_aatype, template_all_atom_positions, template_all_atom_masks,
+        placeholder_for_undefined=not gc.zero_init)
+    features = jnp.concatenate([
+        jax.nn.one_hot(template_aatype, _TEMPLATE_AATYPE_CLASSES),
+        torsions['torsion_angles_sin_cos'].reshape(num_templates, num_res, 14),
+        torsions['alt_torsion_angles_sin_cos'].reshape(num_templates, num_res, 14),
+        torsions['torsion_angles_mask'],
+    ], axis=-1).astype(gc.compute_dtype)
+    act = Linear(self.msa_channel, initializer='relu', name='template_single_embedding')(features)
+    act = Linear(self.msa_channel, initializer='relu',
+                 name='template_projection')(jax.nn.relu(act))
+    psi_mask = torsions['torsion_angles_mask'][:, :, 2]
+    return act, psi_mask.astype(gc.compute_dtype)
