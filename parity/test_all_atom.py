@@ -16,9 +16,6 @@ from jaxfold.common import residue_constants as rc
 from jaxfold.common.geometry import Rigid, Vec3
 from jaxfold.model import all_atom
 
-PDB = pathlib.Path('/work/shared/data/pdb/101m.pdb')
-
-
 def _read_atom37(path: pathlib.Path, max_residues: int = 64):
   """aatype [N], atom37 positions [N, 37, 3] and mask [N, 37] of the first chain's residues."""
   from Bio.PDB import PDBParser  # pylint: disable=import-outside-toplevel
@@ -37,10 +34,11 @@ def _read_atom37(path: pathlib.Path, max_residues: int = 64):
 
 
 @pytest.fixture(scope='module')
-def protein():
-  if not PDB.exists():
-    pytest.skip(f'{PDB} not available')
-  aatype, pos, mask = _read_atom37(PDB)
+def protein(shared_dir):
+  pdb = shared_dir / 'data' / 'pdb' / '101m.pdb'
+  if not pdb.exists():
+    pytest.skip(f'{pdb} not available')
+  aatype, pos, mask = _read_atom37(pdb)
   mask[5, rc.atom_order['O']] = 0.0     # unresolved psi atom
   mask[9, rc.atom_order['CG']] = 0.0    # unresolved chi atom
   mask[12, rc.atom_order['CA']] = 0.0   # unresolved backbone

@@ -20,13 +20,13 @@ from trunk_reference import alphafold_trunk_run, processed_batch, trunk_config
 
 
 @pytest.fixture(scope='module')
-def reference():
-  batch, params, _, captures = alphafold_trunk_run()
+def reference(shared_dir):
+  batch, params, _, captures = alphafold_trunk_run(shared_dir)
   return batch, {'params': flax_params(params)}, captures
 
 
-def test_dgram_and_pseudo_beta(parity):
-  batch = processed_batch()
+def test_dgram_and_pseudo_beta(parity, shared_dir):
+  batch = processed_batch(shared_dir)
   cfg = trunk_config()[0]
   ours_pb, ours_mask = embedders.pseudo_beta_fn(
       batch['template_aatype'], batch['template_all_atom_positions'],
@@ -43,8 +43,8 @@ def test_dgram_and_pseudo_beta(parity):
     parity.check(f'dgram_from_positions({name})', ours, ref, tol=0.0)
 
 
-def test_extra_msa_feature(parity):
-  batch = processed_batch()
+def test_extra_msa_feature(parity, shared_dir):
+  batch = processed_batch(shared_dir)
   keys = ('extra_msa', 'extra_has_deletion', 'extra_deletion_value')
   parity.check('create_extra_msa_feature',
                embedders.create_extra_msa_feature(*(batch[k] for k in keys)),

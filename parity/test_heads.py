@@ -7,7 +7,6 @@ residues and 6 MSA rows. The confidence functions are compared with
 
 import dataclasses
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +22,6 @@ from jaxfold.parity.alphafold_reference import flax_params, reference_config, ru
 
 CFG = reference_config('model_1_ptm').model
 N_RES, N_SEQ = 20, 6
-MANIFEST = (pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'alphafold'
-            / 'model_1_ptm_manifest.json')
 
 # name: (AlphaFold class, jaxfold class, jaxfold config, representation key, input shape).
 HEADS = {
@@ -73,11 +70,16 @@ def test_config_defaults_are_alphafold_base_values(name):
   assert dataclasses.asdict(config_cls()) == af_config.CONFIG.model.heads[name].to_dict()
 
 
-def test_parameter_tree_matches_released_checkpoint():
-  if not MANIFEST.exists():
-    pytest.skip(f'no parameter manifest at {MANIFEST}')
+@pytest.fixture(scope='module')
+def manifest_path(shared_dir):
+  return shared_dir / 'fixtures' / 'alphafold' / 'model_1_ptm_manifest.json'
+
+
+def test_parameter_tree_matches_released_checkpoint(manifest_path):
+  if not manifest_path.exists():
+    pytest.skip(f'no parameter manifest at {manifest_path}')
   prefix = 'alphafold/alphafold_iteration/'
-  released = {k[len(prefix):]: tuple(v) for k, v in json.loads(MANIFEST.read_text()).items()
+  released = {k[len(prefix):]: tuple(v) for k, v in json.loads(manifest_path.read_text()).items()
               if k.startswith(prefix) and k.split('/')[2].endswith('_head')
               and not k.startswith(prefix + 'structure_module')}
   ours = {}

@@ -7,7 +7,6 @@ the arrays jaxfold returns ([..., 14, 3] and the 12-vector layout).
 
 import dataclasses
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +26,6 @@ CFG = reference_config()
 SM = CFG.model.heads.structure_module
 GC = CFG.model.global_config
 N_RES, N_PAD = 16, 3
-MANIFEST = pathlib.Path('/work/shared/fixtures/alphafold/model_1_ptm_manifest.json')
 # Eight iterations amplify float32 rounding: see test_structure_module.
 STRUCTURE_MODULE_TOLERANCE = 5e-4
 
@@ -50,9 +48,14 @@ def test_config_matches_alphafold():
   assert ours == set(SM.keys())
 
 
-def test_parameter_tree_matches_alphafold_checkpoint():
+@pytest.fixture(scope='module')
+def manifest_path(shared_dir):
+  return shared_dir / 'fixtures' / 'alphafold' / 'model_1_ptm_manifest.json'
+
+
+def test_parameter_tree_matches_alphafold_checkpoint(manifest_path):
   """Names and shapes of StructureModule's parameters are those of DeepMind's checkpoint."""
-  manifest = json.loads(MANIFEST.read_text())
+  manifest = json.loads(manifest_path.read_text())
   prefix = 'alphafold/alphafold_iteration/structure_module'
   expected = {k: tuple(v) for k, v in manifest.items() if k.startswith(prefix + '/')}
   n = 8

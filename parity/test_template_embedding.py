@@ -29,8 +29,8 @@ def _template_config(use_template_unit_vector: bool = False):
   return cfg, config_from_reference(TemplateConfig, cfg)
 
 
-def _inputs(template_mask=(1.0, 0.0)):
-  batch = processed_batch(template_mask=template_mask)
+def _inputs(shared, template_mask=(1.0, 0.0)):
+  batch = processed_batch(shared, template_mask=template_mask)
   rng = np.random.default_rng(1)
   query = (rng.standard_normal((16, 16, 128)) * rng.uniform(0.5, 3.0, 128)).astype(np.float32)
   mask_2d = batch['seq_mask'][:, None] * batch['seq_mask'][None, :]
@@ -44,14 +44,14 @@ def _reference_template_embedding(query, templates, mask_2d):
 
 
 @pytest.fixture(scope='module')
-def params():
+def params(shared_dir):
   """Perturbed haiku parameters of AlphaFold's TemplateEmbedding ('template_embedding/...')."""
-  return reference_params(_reference_template_embedding, _inputs(), from_shapes=True)
+  return reference_params(_reference_template_embedding, _inputs(shared_dir), from_shapes=True)
 
 
 @pytest.mark.parametrize('use_template_unit_vector', [False, True])
-def test_single_template_embedding(parity, params, use_template_unit_vector):
-  inputs = _inputs()
+def test_single_template_embedding(parity, params, shared_dir, use_template_unit_vector):
+  inputs = _inputs(shared_dir)
   template = {k: inputs['templates'][k][0] for k in TEMPLATE_PAIR_FEATURES}
   af_cfg, cfg = _template_config(use_template_unit_vector)
   prefix = 'template_embedding/'
@@ -75,19 +75,19 @@ def _ours(params, inputs, subbatch_size=None):
 
 
 @pytest.mark.parametrize('template_mask', [(1.0, 0.0), (1.0, 1.0)])
-def test_template_embedding(parity, params, template_mask):
-  inputs = _inputs(template_mask)
+def test_template_embedding(parity, params, shared_dir, template_mask):
+  inputs = _inputs(shared_dir, template_mask)
   ref = apply_reference(_reference_template_embedding, params, inputs)
   parity.check(f'template_embedding(template_mask={template_mask})', _ours(params, inputs), ref)
 
 
-def test_template_embedding_chunked(parity, params):
+def test_template_embedding_chunked(parity, params, shared_dir):
   """One template at a time and the attention in chunks of 128 queries: the same result."""
-  inputs = _inputs()
+  inputs = _inputs(shared_dir)
   parity.check('template_embedding(subbatch=4) vs unchunked', _ours(params, inputs, 4),
                _ours(params, inputs))
 
 
-def test_no_template_gives_zero(params):
-  out = _ours(params, _inputs(template_mask=(0.0, 0.0)))
+def test_no_template_gives_zero(params, shared_dir):
+  out = _ours(params, _inputs(shared_dir, template_mask=(0.0, 0.0)))
   np.testing.assert_array_equal(out, np.zeros_like(out))

@@ -25,8 +25,8 @@ from trunk_reference import alphafold_trunk_run, jaxfold_trunk_run, processed_ba
 TRUNK_PREFIX = 'alphafold/alphafold_iteration/'
 
 
-def test_trunk(parity):
-  batch, params, ref, ref_captures = alphafold_trunk_run()
+def test_trunk(parity, shared_dir):
+  batch, params, ref, ref_captures = alphafold_trunk_run(shared_dir)
   ours, captures = jaxfold_trunk_run(params, batch)
   parity.check('trunk', ours, ref)
   real = batch['seq_mask'] > 0
@@ -44,7 +44,7 @@ def test_parameter_tree_equals_alphafold_checkpoint(shared_dir, preset):
               if key.startswith(TRUNK_PREFIX + 'evoformer/')}
   cfg = config_from_reference(EmbeddingsAndEvoformerConfig,
                               reference_config(preset).model.embeddings_and_evoformer)
-  batch = processed_batch()
+  batch = processed_batch(shared_dir)
   shapes = jax.eval_shape(EmbeddingsAndEvoformer(cfg).init, jax.random.key(0), batch)
   ours = {f'{path}//{name}': tuple(leaf.shape)
           for path, leaves in to_haiku(shapes['params'], root='evoformer').items()
@@ -61,12 +61,12 @@ def test_default_config_is_alphafolds():
 
 
 @pytest.mark.slow
-def test_trunk_runs_in_bfloat16():
+def test_trunk_runs_in_bfloat16(shared_dir):
   """bfloat16 compute on float32 weights: finite float32 outputs near the float32 ones.
 
   Measured drift on real residues (max|Δ| / max|ref|): single 0.5%, MSA 0.8%, pair 1.7%.
   """
-  batch, params, ref, _ = alphafold_trunk_run()
+  batch, params, ref, _ = alphafold_trunk_run(shared_dir)
   ours, _ = jaxfold_trunk_run(params, batch, GlobalConfig(dtype='bfloat16'))
   real = batch['seq_mask'] > 0
   for name in ('single', 'msa_first_row', 'msa', 'pair'):

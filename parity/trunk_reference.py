@@ -4,15 +4,15 @@ Shared by the embedder, template and trunk parity tests; the reference run is ca
 session that runs several of them initialises AlphaFold's trunk once.
 
 MSA, deletions and templates come from AlphaFold's own feature dict for the query73 protein
-(`../shared/data/features/alphafold_feature_dict.pickle`), the previous structure from PDB
-101m; features are laid out as AlphaFold's `process_features` leaves them (one ensemble
-member, leading axis removed): target_feat [N, 22], msa_feat [S, N, 49], extra_msa [E, N]
-(int), template_aatype [T, N] (int), template_all_atom_positions [T, N, 37, 3], prev_* ...
+(`data/features/alphafold_feature_dict.pickle` in the shared folder, which callers pass in
+from the `shared_dir` fixture), the previous structure from PDB 101m; features are laid out
+as AlphaFold's `process_features` leaves them (one ensemble member, leading axis removed):
+target_feat [N, 22], msa_feat [S, N, 49], extra_msa [E, N] (int), template_aatype [T, N]
+(int), template_all_atom_positions [T, N, 37, 3], prev_* ...
 Residues past `num_real` and the last MSA and extra-MSA rows are padding.
 """
 
 import functools
-import os
 import pathlib
 import pickle
 
@@ -28,9 +28,6 @@ from jaxfold.model.global_config import GlobalConfig
 from jaxfold.parity.alphafold_reference import (apply_reference, config_from_reference,
                                                 flax_params, reference_config, reference_params)
 
-# The shared folder beside the checkout, or JAXFOLD_SHARED (as the repository's conftest).
-DATA = pathlib.Path(os.environ.get('JAXFOLD_SHARED',
-                                   pathlib.Path(__file__).resolve().parents[2] / 'shared')) / 'data'
 _HHBLITS_TO_OURS = np.asarray(residue_constants.MAP_HHBLITS_AATYPE_TO_OUR_AATYPE)
 
 
@@ -45,14 +42,17 @@ def _pad(x: np.ndarray, size: int, axis: int) -> np.ndarray:
   return np.pad(x, widths)
 
 
-def processed_batch(num_res: int = 16, num_real: int = 14, num_seq: int = 4,
+def processed_batch(shared: pathlib.Path, num_res: int = 16, num_real: int = 14, num_seq: int = 4,
                     num_extra: int = 6, templates: tuple[int, ...] = (0, 2),
                     template_mask: tuple[float, ...] = (1.0, 0.0), start: int = 8,
                     msa_channel: int = 256, pair_channel: int = 128, seed: int = 0
                     ) -> dict[str, np.ndarray]:
-  """AlphaFold's processed features for residues [start, start + num_real), padded to num_res."""
+  """AlphaFold's processed features for residues [start, start + num_real), padded to num_res.
+
+  shared: the shared data folder (the `shared_dir` fixture).
+  """
   rng = np.random.default_rng(seed)
-  with open(DATA / 'features' / 'alphafold_feature_dict.pickle', 'rb') as f:
+  with open(shared / 'data' / 'features' / 'alphafold_feature_dict.pickle', 'rb') as f:
     raw = pickle.load(f)
   window = slice(start, start + num_real)
   aatype = np.argmax(raw['aatype'][window], axis=-1).astype(np.int32)
@@ -85,7 +85,7 @@ def processed_batch(num_res: int = 16, num_real: int = 14, num_seq: int = 4,
   t_mask = raw['template_all_atom_masks'][t][:, window]
   t_pb, t_pb_mask = (np.asarray(x) for x in af.pseudo_beta_fn(t_aatype, t_pos, t_mask))
 
-  with open(DATA / 'pdb' / '101m.pdb') as f:
+  with open(shared / 'data' / 'pdb' / '101m.pdb') as f:
     prev = protein.from_pdb_string(f.read())
 
   seq_mask = np.zeros(num_res, np.float32)
@@ -156,14 +156,16 @@ def _capture(store: dict):
 
 
 @functools.lru_cache(maxsize=1)
-def alphafold_trunk_run() -> tuple[dict, dict, dict, dict]:
+def alphafold_trunk_run(shared: pathlib.Path) -> tuple[dict, dict, dict, dict]:
   """(batch, haiku params, outputs, captures) of AlphaFold's EmbeddingsAndEvoformer.
+
+  shared: the shared data folder (the `shared_dir` fixture), as for `processed_batch`.
 
   captures: 'evoformer_iteration' / 'extra_msa_stack': the first block's inputs
   {'activations': {'msa', 'pair'}, 'masks': {'msa', 'pair'}}; 'template_embedding': the
   template pair update.
   """
-  batch = processed_batch()
+  batch = processed_batch(shared)
   evo_cfg, gc = trunk_config()
   store: dict = {}
 

@@ -14,16 +14,19 @@ from jaxfold.convert.haiku_tree import to_haiku
 from jaxfold.model.evoformer import evoformer_stack
 from jaxfold.model.template_pair_stack import TemplatePairStack
 
-MANIFEST = (pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'alphafold'
-            / 'model_1_ptm_manifest.json')
 EVOFORMER = 'alphafold/alphafold_iteration/evoformer/'
 TEMPLATE = EVOFORMER + 'template_embedding/single_template_embedding/'
 
 
-def _manifest_under(prefix: str) -> dict[str, tuple[int, ...]]:
-  if not MANIFEST.exists():
-    pytest.skip(f'no manifest fixture at {MANIFEST}')
-  manifest = json.loads(MANIFEST.read_text())
+@pytest.fixture(scope='module')
+def manifest_path(shared_dir):
+  return shared_dir / 'fixtures' / 'alphafold' / 'model_1_ptm_manifest.json'
+
+
+def _manifest_under(path: pathlib.Path, prefix: str) -> dict[str, tuple[int, ...]]:
+  if not path.exists():
+    pytest.skip(f'no manifest fixture at {path}')
+  manifest = json.loads(path.read_text())
   return {key[len(prefix):]: tuple(shape) for key, shape in manifest.items()
           if key.startswith(prefix)}
 
@@ -46,18 +49,19 @@ class _Stack(nn.Module):
 
 @pytest.mark.parametrize('name, num_block, c_m', [('evoformer_iteration', 48, 256),
                                                   ('extra_msa_stack', 4, 64)])
-def test_evoformer_stacks_match_alphafold(name, num_block, c_m):
+def test_evoformer_stacks_match_alphafold(manifest_path, name, num_block, c_m):
   activations = {'msa': jnp.zeros((3, 8, c_m)), 'pair': jnp.zeros((8, 8, 128))}
   masks = {'msa': jnp.ones((3, 8)), 'pair': jnp.ones((8, 8))}
   variables = jax.eval_shape(_Stack(num_block, name == 'extra_msa_stack').init,
                              jax.random.key(0), activations, masks)
-  expected = {k: v for k, v in _manifest_under(EVOFORMER).items() if k.startswith(name + '/')}
+  expected = {k: v for k, v in _manifest_under(manifest_path, EVOFORMER).items()
+              if k.startswith(name + '/')}
   assert _shapes(variables) == expected
 
 
-def test_template_pair_stack_matches_alphafold():
+def test_template_pair_stack_matches_alphafold(manifest_path):
   variables = jax.eval_shape(TemplatePairStack().init, jax.random.key(0),
                              jnp.zeros((8, 8, 64)), jnp.ones((8, 8)))
-  expected = _manifest_under(TEMPLATE)
+  expected = _manifest_under(manifest_path, TEMPLATE)
   expected = {k: v for k, v in expected.items() if k.startswith('template_pair_stack/')}
   assert _shapes(variables, 'template_pair_stack') == expected

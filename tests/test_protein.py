@@ -11,12 +11,16 @@ from Bio.PDB import MMCIFParser
 from jaxfold.common import protein
 from jaxfold.common import residue_constants as rc
 
-_PDB_DIR = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'pdb'
 _PDB_FILES = ['101m.pdb', 'glucagon.pdb', '2rbg.pdb']
 
 
-def _read(name: str) -> str:
-  path = _PDB_DIR / name
+@pytest.fixture(scope='module')
+def pdb_dir(shared_dir):
+  return shared_dir / 'data' / 'pdb'
+
+
+def _read(pdb_dir: pathlib.Path, name: str) -> str:
+  path = pdb_dir / name
   if not path.exists():
     pytest.skip(f'{path} not present')
   return path.read_text()
@@ -47,8 +51,8 @@ def _prediction_like(num_res: int = 12, seed: int = 0) -> protein.Protein:
 
 
 @pytest.mark.parametrize('name', _PDB_FILES)
-def test_pdb_round_trip_preserves_structure(name):
-  prot = protein.from_pdb_string(_read(name))
+def test_pdb_round_trip_preserves_structure(pdb_dir, name):
+  prot = protein.from_pdb_string(_read(pdb_dir, name))
   assert prot.atom_positions.shape == (len(prot.aatype), 37, 3)
   again = protein.from_pdb_string(protein.to_pdb(prot))
   np.testing.assert_allclose(again.atom_positions, prot.atom_positions, atol=1e-3, rtol=0)
@@ -57,16 +61,16 @@ def test_pdb_round_trip_preserves_structure(name):
     np.testing.assert_array_equal(getattr(again, field), getattr(prot, field), err_msg=field)
 
 
-def test_glucagon_content():
-  prot = protein.from_pdb_string(_read('glucagon.pdb'))
+def test_glucagon_content(pdb_dir):
+  prot = protein.from_pdb_string(_read(pdb_dir, 'glucagon.pdb'))
   sequence = ''.join(rc.restypes_with_x[a] for a in prot.aatype)
   assert sequence == 'HSQGTFTSDYSKYLDSRRAQDFVQWLMNT'
   assert prot.residue_index[0] == 1 and set(prot.chain_index) == {0}
 
 
-def test_chain_selection():
-  both = protein.from_pdb_string(_read('2rbg.pdb'))
-  chain_b = protein.from_pdb_string(_read('2rbg.pdb'), chain_id='B')
+def test_chain_selection(pdb_dir):
+  both = protein.from_pdb_string(_read(pdb_dir, '2rbg.pdb'))
+  chain_b = protein.from_pdb_string(_read(pdb_dir, '2rbg.pdb'), chain_id='B')
   assert set(both.chain_index) == {0, 1}
   np.testing.assert_array_equal(chain_b.atom_positions, both.atom_positions[both.chain_index == 1])
 
@@ -84,9 +88,9 @@ def test_bad_input_raises_one_clear_error(text, message):
     protein.from_pdb_string(text)
 
 
-def test_missing_chain_and_bad_fields_raise():
+def test_missing_chain_and_bad_fields_raise(pdb_dir):
   with pytest.raises(ValueError, match="no chain 'Q'"):
-    protein.from_pdb_string(_read('glucagon.pdb'), chain_id='Q')
+    protein.from_pdb_string(_read(pdb_dir, 'glucagon.pdb'), chain_id='Q')
   prot = _prediction_like()
   with pytest.raises(ValueError, match='Protein.atom_mask has shape'):
     dataclasses.replace(prot, atom_mask=prot.atom_mask[:, :14])
@@ -131,8 +135,8 @@ def test_mmcif_parsed_back_by_biopython():
   np.testing.assert_array_equal(back.aatype, prot.aatype)
 
 
-def test_mmcif_of_real_file_round_trips():
-  prot = protein.from_pdb_string(_read('101m.pdb'))
+def test_mmcif_of_real_file_round_trips(pdb_dir):
+  prot = protein.from_pdb_string(_read(pdb_dir, '101m.pdb'))
   back = protein.from_mmcif_string(protein.to_mmcif(prot))
   _assert_same_protein(back, prot, atol=5e-3)
 
@@ -163,9 +167,9 @@ def _as_alphafold(prot: protein.Protein):
 
 
 @pytest.mark.parametrize('name', _PDB_FILES)
-def test_parse_and_write_equal_alphafold(name):
+def test_parse_and_write_equal_alphafold(pdb_dir, name):
   af_protein = _alphafold_protein()
-  text = _read(name)
+  text = _read(pdb_dir, name)
   ours, theirs = protein.from_pdb_string(text), af_protein.from_pdb_string(text)
   _assert_same_protein(ours, theirs)
   assert protein.to_pdb(ours).splitlines() == af_protein.to_pdb(theirs).splitlines()
@@ -190,9 +194,9 @@ def test_from_prediction_equals_alphafold():
                        af_protein.from_prediction(features, result, prot.b_factors))
 
 
-def test_mmcif_parse_equals_alphafold():
+def test_mmcif_parse_equals_alphafold(pdb_dir):
   af_protein = _alphafold_protein()
-  path = _PDB_DIR.parent / 'mmcif' / '101m.cif'
+  path = pdb_dir.parent / 'mmcif' / '101m.cif'
   if not path.exists():
     pytest.skip(f'{path} not present')
   text = path.read_text()
