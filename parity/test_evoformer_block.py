@@ -17,9 +17,7 @@ from jaxfold.model.template_pair_stack import TemplatePairStack, TemplatePairSta
 from jaxfold.parity.alphafold_reference import (config_from_reference, flax_params,
                                                 reference_config, run_reference)
 
-CFG = reference_config().model
-# One chunk: AlphaFold's subbatching only bounds memory and is slow on CPU (ColabFold rejects None).
-CFG.global_config.subbatch_size = 1 << 20
+CFG = reference_config(one_chunk=True).model
 GC = CFG.global_config
 EVO = CFG.embeddings_and_evoformer.evoformer
 TPS = CFG.embeddings_and_evoformer.template.template_pair_stack

@@ -25,10 +25,8 @@ from jaxfold.model.triangle_multiplication import (TriangleMultiplication,
 from jaxfold.parity.alphafold_reference import (config_from_reference, flax_params,
                                                 reference_config, run_reference)
 
-CFG = reference_config().model
-# AlphaFold's subbatching only bounds memory; one chunk (ColabFold rejects None) is several
-# times faster on CPU here. jaxfold runs both unchunked and chunked against it.
-CFG.global_config.subbatch_size = 1 << 20
+CFG = reference_config(one_chunk=True).model
+# jaxfold runs both unchunked and chunked against it.
 GC = CFG.global_config
 EVO = CFG.embeddings_and_evoformer.evoformer
 TPS = CFG.embeddings_and_evoformer.template.template_pair_stack

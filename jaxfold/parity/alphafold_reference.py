@@ -14,14 +14,22 @@ import numpy as np
 from jaxfold.convert.haiku_tree import from_haiku
 
 
-def reference_config(preset: str = 'model_1_ptm', deterministic: bool = True):
-  """AlphaFold's model config for `preset`, with DeepMind's float32 settings."""
+def reference_config(preset: str = 'model_1_ptm', deterministic: bool = True,
+                     one_chunk: bool = False):
+  """AlphaFold's model config for `preset`, with DeepMind's float32 settings.
+
+  `one_chunk` turns AlphaFold's inference subbatching into a single chunk: it only bounds
+  memory, and eager per-chunk dispatch is several times slower on CPU (ColabFold rejects
+  None, so the chunk is made larger than any input).
+  """
   from alphafold.model import config as af_config  # pylint: disable=import-outside-toplevel
   cfg = af_config.model_config(preset)
   gc = cfg.model.global_config
   gc.bfloat16 = False
   gc.use_pallas = False
   gc.deterministic = deterministic
+  if one_chunk:
+    gc.subbatch_size = 1 << 20
   if 'fp8' in gc:
     gc.fp8 = False
   if 'length_buckets' in gc:
