@@ -96,6 +96,30 @@ def output_paths(output_dir: str | os.PathLike, name: str) -> dict[str, pathlib.
           'png': output_dir / f'{name}_confidence.png'}
 
 
+def check_destination(output_dir: str | os.PathLike, name: str, overwrite: bool = False
+                      ) -> dict[str, pathlib.Path]:
+  """The paths `write_prediction` would write, after checking it may write them.
+
+  Raises:
+    ValueError: `name` cannot be part of a file name.
+    NotADirectoryError: `output_dir` exists and is not a directory.
+    FileExistsError: one of the files exists and `overwrite` is False.
+  """
+  if not isinstance(name, str) or not _VALID_NAME.fullmatch(name) or name in ('.', '..'):
+    raise ValueError(f'prediction name {name!r} cannot be used in file names: it must be '
+                     f'non-empty without whitespace or path separators.')
+  output_dir = pathlib.Path(output_dir)
+  if output_dir.exists() and not output_dir.is_dir():
+    raise NotADirectoryError(f'output directory {output_dir} exists and is not a directory.')
+  paths = output_paths(output_dir, name)
+  if not overwrite:
+    for path in paths.values():
+      if os.path.lexists(path):
+        raise FileExistsError(f'{path} already exists; not replaced without --overwrite '
+                              f'(overwrite=True).')
+  return paths
+
+
 def write_prediction(output_dir: str | os.PathLike, name: str, batch: Mapping[str, np.ndarray],
                      outputs: Mapping[str, Any], *, save_representations: bool = False,
                      overwrite: bool = False) -> dict[str, pathlib.Path]:
@@ -126,17 +150,8 @@ def write_prediction(output_dir: str | os.PathLike, name: str, batch: Mapping[st
     FileExistsError: one of the files exists and `overwrite` is False; nothing is written.
     ValueError: an input is missing or has a shape inconsistent with N_res of batch['aatype'].
   """
-  if not isinstance(name, str) or not _VALID_NAME.fullmatch(name) or name in ('.', '..'):
-    raise ValueError(f'prediction name {name!r} cannot be used in file names: it must be '
-                     f'non-empty without whitespace or path separators.')
+  paths = check_destination(output_dir, name, overwrite)
   output_dir = pathlib.Path(output_dir)
-  if output_dir.exists() and not output_dir.is_dir():
-    raise NotADirectoryError(f'output directory {output_dir} exists and is not a directory.')
-  paths = output_paths(output_dir, name)
-  if not overwrite:
-    for path in paths.values():
-      if os.path.lexists(path):
-        raise FileExistsError(f'{path} already exists; pass overwrite=True to replace it.')
 
   # Everything but the plot is built in memory first, so that bad input fails before any
   # file is touched.

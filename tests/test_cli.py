@@ -1,0 +1,455 @@
+"""The `jaxfold` command as a user runs it: help, convert, predict, parity, and bad input.
+
+Only full-size weights exist, so one random-weights AlphaFold .npz of model_3_ptm (no
+templates, the smallest preset: 93 M parameters, 372 MB) is written once for the module, and
+the batch is the shared query73 example processed by AlphaFold's own pipeline (73 residues,
+8 MSA clusters, 16 extra sequences, 2 recycling slices). The full model compiles in about a
+minute on a 2-core CPU, so `predict` runs twice in all, in module-scoped fixtures: from the
+.npz with representations, and from the converted checkpoint without them; the tests inspect
+those two results. Every error case fails before the model runs.
+
+Bad input must end with one stderr line `jaxfold: error: <path>: ...`, exit status 2, and
+leave nothing written. Most tests call `cli.main` in this process (jax already imported);
+the --help of the installed console script and one error case run it as a subprocess.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxfold import cli
+from jaxfold.convert import alphafold_npz
+from jaxfold.convert import checkpoint
+from jaxfold.convert import formats
+from jaxfold.convert import schema
+from jaxfold.model import alphafold as alphafold_module
+from jaxfold.model.config import preset
+
+PRESET = 'model_3_ptm'
+NAME = 'query73'
+BATCH_STEM = 'query73_batch'  # the default prediction name when --name is not given
+NUM_RES = 73
+# Small weights keep every activation of the 48-block Evoformer finite.
+WEIGHT_SCALE = 0.02
+_PROGRESS_LINE = re.compile(r'\[\s*\d+\.\ds\] \S')
+_ERROR_PREFIX = 'jaxfold: error: '
+_FILE_KINDS = ('_unrelaxed.pdb', '_unrelaxed.cif', '_confidence.png')
+_REPRESENTATIONS = {'representations/msa_first_row': (NUM_RES, 256),
+                    'representations/pair': (NUM_RES, NUM_RES, 128),
+                    'representations/single': (NUM_RES, 384)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One in-process `jaxfold` call: its exit status, what it printed, and how long it took."""
+  status: int
+  stdout: str
+  stderr: str
+  seconds: float
+
+
+def _run(argv: list[str]) -> Run:
+  """Calls `cli.main` capturing its output (usable in module-scoped fixtures, unlike capsys)."""
+  out, err = io.StringIO(), io.StringIO()
+  start = time.perf_counter()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    status = cli.main([str(arg) for arg in argv])
+  return Run(status, out.getvalue(), err.getvalue(), time.perf_counter() - start)
+
+
+def _listing(directory: pathlib.Path) -> list[str]:
+  """Every path under `directory`, hidden ones (temporary files) included."""
+  return sorted(str(path.relative_to(directory)) for path in directory.rglob('*'))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and the two predictions, shared by the module.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def weights_npz(tmp_path_factory) -> pathlib.Path:
+  """A full-size model_3_ptm AlphaFold .npz of small random float32 weights."""
+  shapes = schema.parameter_shapes(preset(PRESET).model)
+  rng = np.random.default_rng(0)
+  flat = {key: WEIGHT_SCALE * rng.standard_normal(shape, dtype=np.float32)
+          for key, shape in shapes.items()}
+  path = tmp_path_factory.mktemp('weights') / f'params_{PRESET}.npz'
+  alphafold_npz.write_npz(alphafold_npz.unflatten(flat), path)
+  return path
+
+
+@pytest.fixture(scope='module')
+def batch_npz(tmp_path_factory, shared_dir) -> pathlib.Path:
+  """query73 processed by AlphaFold's pipeline for model_3_ptm, one recycling iteration."""
+  pytest.importorskip('haiku')
+  pytest.importorskip('alphafold.model.features')
+  from jaxfold.parity import alphafold_model  # pylint: disable=import-outside-toplevel
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('JAXFOLD_SHARED', str(shared_dir))
+    af_config = alphafold_model.alphafold_config(PRESET, num_recycle=1, max_msa_clusters=8,
+                                                 max_extra_msa=16)
+    batch = alphafold_model.query73_features(af_config)
+  assert batch['aatype'].shape == (2, NUM_RES)
+  path = tmp_path_factory.mktemp('batch') / f'{BATCH_STEM}.npz'
+  np.savez(path, **batch)
+  return path
+
+
+@pytest.fixture(scope='module')
+def checkpoint_dir(tmp_path_factory, weights_npz) -> pathlib.Path:
+  """`jaxfold convert` of the .npz into a jaxfold checkpoint directory."""
+  destination = tmp_path_factory.mktemp('checkpoint') / 'model_3_ptm_checkpoint'
+  run = _run(['--quiet', 'convert', weights_npz, destination, '--preset', PRESET])
+  assert run.status == 0, run.stderr
+  assert (run.stdout, run.stderr) == ('', '')
+  return destination
+
+
+@pytest.fixture(scope='module')
+def npz_prediction(tmp_path_factory, weights_npz, batch_npz) -> tuple[pathlib.Path, Run]:
+  """`jaxfold predict` from the AlphaFold .npz, with --name and --save-representations."""
+  output = tmp_path_factory.mktemp('predict_npz') / 'out'
+  run = _run(['predict', '--params', weights_npz, '--preset', PRESET, '--batch', batch_npz,
+              '--output', output, '--name', NAME, '--num-recycle', '1',
+              '--save-representations'])
+  assert run.status == 0, run.stderr
+  return output, run
+
+
+@pytest.fixture(scope='module')
+def checkpoint_prediction(tmp_path_factory, checkpoint_dir, batch_npz
+                          ) -> tuple[pathlib.Path, Run]:
+  """`jaxfold predict` from the checkpoint: no --preset, default name, no representations."""
+  output = tmp_path_factory.mktemp('predict_checkpoint') / 'out'
+  run = _run(['predict', '--params', checkpoint_dir, '--batch', batch_npz, '--output', output,
+              '--num-recycle', '1'])
+  assert run.status == 0, run.stderr
+  return output, run
+
+
+# ---------------------------------------------------------------------------------------------
+# Help and the installed entry point.
+# ---------------------------------------------------------------------------------------------
+
+def test_installed_console_script_prints_help():
+  script = pathlib.Path(sys.executable).parent / 'jaxfold'
+  assert script.is_file(), f'{script}: console script not installed (pip install -e .)'
+  done = subprocess.run([str(script), '--help'], capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.startswith('usage: jaxfold')
+  for command in ('convert', 'predict', 'parity'):
+    assert command in done.stdout
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['convert', '--help'], ['predict', '--help'],
+                                  ['parity', '--help'], ['parity', 'alphafold', '--help']])
+def test_every_help_exits_zero(argv, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  out, err = capsys.readouterr()
+  assert exit_info.value.code == 0
+  assert out.startswith('usage: jaxfold ' + ' '.join(argv[:-1])), out
+  assert err == ''
+
+
+def test_subcommand_is_required(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main([])
+  assert exit_info.value.code == 2
+  assert _ERROR_PREFIX in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# convert
+# ---------------------------------------------------------------------------------------------
+
+def test_convert_records_the_preset(checkpoint_dir):
+  document = json.loads((checkpoint_dir / checkpoint.METADATA_FILE).read_text())
+  assert document['preset'] == PRESET
+  assert document['parameters'] == sum(
+      int(np.prod(shape)) for shape in schema.parameter_shapes(preset(PRESET).model).values())
+
+
+def test_convert_round_trip_is_bit_identical(weights_npz, checkpoint_dir, tmp_path, capsys):
+  back = tmp_path / 'back.npz'
+  # The checkpoint records its preset: no --preset needed.
+  status = cli.main(['convert', str(checkpoint_dir), str(back)])
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  assert out == ''
+  lines = err.splitlines()
+  assert lines and all(_PROGRESS_LINE.match(line) for line in lines), err
+  assert PRESET in err
+  assert _listing(tmp_path) == ['back.npz']  # no temporary file left beside it
+  with np.load(weights_npz) as original, np.load(back) as converted:
+    assert sorted(converted.files) == sorted(original.files)
+    for key in original.files:
+      want, got = original[key], converted[key]
+      assert got.dtype == want.dtype and got.shape == want.shape, key
+      assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), key
+
+
+# ---------------------------------------------------------------------------------------------
+# predict: the files written, their content, and the checkpoint giving the same prediction.
+# ---------------------------------------------------------------------------------------------
+
+def test_predict_writes_every_file_and_nothing_else(npz_prediction, checkpoint_prediction):
+  for (output, _), name in ((npz_prediction, NAME), (checkpoint_prediction, BATCH_STEM)):
+    assert _listing(output) == sorted(
+        [f'{name}{kind}' for kind in _FILE_KINDS] + ['confidence.json', 'outputs.npz'])
+    # The staging directory beside the output directory is gone.
+    assert _listing(output.parent) == ['out'] + [f'out/{f}' for f in _listing(output)]
+
+
+def test_predict_reports_progress_on_stderr_only(npz_prediction, checkpoint_prediction):
+  # The checkpoint run was given no --preset: the preset it reports is the recorded one.
+  for output, run in (npz_prediction, checkpoint_prediction):
+    assert run.stdout == ''
+    lines = run.stderr.splitlines()
+    assert all(_PROGRESS_LINE.match(line) for line in lines), run.stderr
+    assert f'{NUM_RES} residues, {PRESET}, 1 recycling iterations, float32' in run.stderr
+    assert lines[-1].split('] ', 1)[1].startswith('done: mean pLDDT')
+    assert str(output) in lines[-1]
+
+
+def test_predict_outputs_npz(npz_prediction, batch_npz):
+  output, _ = npz_prediction
+  with np.load(output / 'outputs.npz') as outputs:
+    arrays = {key: outputs[key] for key in outputs.files}
+  expected = {'final_atom_positions': (NUM_RES, 37, 3), 'final_atom_mask': (NUM_RES, 37),
+              'plddt': (NUM_RES,), 'predicted_aligned_error': (NUM_RES, NUM_RES), 'ptm': (),
+              'distogram/logits': (NUM_RES, NUM_RES, 64),
+              'masked_msa/logits': (8, NUM_RES, 23),
+              'experimentally_resolved/logits': (NUM_RES, 37),
+              'predicted_lddt/logits': (NUM_RES, 50),
+              'predicted_aligned_error/logits': (NUM_RES, NUM_RES, 64), **_REPRESENTATIONS}
+  for key, shape in expected.items():
+    assert key in arrays, f'{key} not in outputs.npz: {sorted(arrays)}'
+    assert arrays[key].shape == shape, key
+    assert arrays[key].dtype == np.float32, key
+    assert np.isfinite(arrays[key]).all(), key
+  assert 0 <= arrays['plddt'].min() and arrays['plddt'].max() <= 100
+  assert 0 < arrays['ptm'] < 1
+  # The atoms present are the sequence's (weights this small fold all into about one point).
+  with np.load(batch_npz) as batch:
+    np.testing.assert_array_equal(arrays['final_atom_mask'], batch['atom37_atom_exists'][0])
+
+
+def test_confidence_json_and_structure_files_match_outputs(npz_prediction):
+  output, _ = npz_prediction
+  with np.load(output / 'outputs.npz') as outputs:
+    plddt, ptm = outputs['plddt'], outputs['ptm']
+    ca = outputs['final_atom_positions'][:, 1]
+  summary = json.loads((output / 'confidence.json').read_text())
+  assert summary['name'] == NAME
+  assert summary['num_residues'] == NUM_RES
+  np.testing.assert_allclose(summary['mean_plddt'], plddt.mean(), rtol=1e-6)
+  np.testing.assert_allclose(summary['ptm'], ptm, rtol=1e-6)
+  np.testing.assert_allclose(summary['plddt'], plddt, atol=0.005)
+
+  ca_lines = [line for line in (output / f'{NAME}_unrelaxed.pdb').read_text().splitlines()
+              if line.startswith('ATOM') and line[12:16].strip() == 'CA']
+  assert len(ca_lines) == NUM_RES
+  coordinates = np.array([[float(line[i:i + 8]) for i in (30, 38, 46)] for line in ca_lines])
+  np.testing.assert_allclose(coordinates, ca, atol=6e-4)  # PDB keeps 3 decimals
+  np.testing.assert_allclose([float(line[60:66]) for line in ca_lines], plddt, atol=0.006)
+
+  cif = (output / f'{NAME}_unrelaxed.cif').read_text()
+  assert cif.lower().startswith(f'data_{NAME}')
+  assert (output / f'{NAME}_confidence.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_predict_from_checkpoint_gives_identical_outputs(npz_prediction, checkpoint_prediction):
+  with np.load(npz_prediction[0] / 'outputs.npz') as from_npz, \
+       np.load(checkpoint_prediction[0] / 'outputs.npz') as from_checkpoint:
+    # Without --save-representations there are no representations; the rest is the same.
+    assert sorted(from_checkpoint.files) == sorted(
+        key for key in from_npz.files if not key.startswith('representations/'))
+    for key in from_checkpoint.files:
+      assert np.array_equal(from_checkpoint[key], from_npz[key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one error line naming the path, exit status 2, nothing written.
+# ---------------------------------------------------------------------------------------------
+
+def _assert_fails(capsys, argv: list, names: str | os.PathLike) -> str:
+  """Runs `argv` in process; returns the error line after checking how the command failed."""
+  status = cli.main([str(arg) for arg in argv])
+  out, err = capsys.readouterr()
+  lines = err.splitlines()
+  assert status == 2, err
+  assert out == ''
+  errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
+  assert len(errors) == 1 and lines[-1] == errors[0], err
+  # Anything before the error is a progress line.
+  assert all(_PROGRESS_LINE.match(line) for line in lines[:-1]), err
+  assert str(names) in errors[0], errors[0]
+  return errors[0]
+
+
+def _predict_argv(params, batch, output, *extra) -> list:
+  return ['predict', '--params', params, '--batch', batch, '--output', output,
+          '--num-recycle', '1', *extra]
+
+
+def test_missing_params_fails_in_a_subprocess(batch_npz, tmp_path):
+  script = pathlib.Path(sys.executable).parent / 'jaxfold'
+  missing = tmp_path / 'params_missing.npz'
+  done = subprocess.run(
+      [str(script), '--quiet'] + [str(arg) for arg in _predict_argv(
+          missing, batch_npz, tmp_path / 'out', '--preset', PRESET)],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 2, done.stderr
+  assert done.stdout == ''
+  assert len(done.stderr.splitlines()) == 1, done.stderr
+  assert done.stderr.startswith(f'{_ERROR_PREFIX}{missing}: ')
+  assert _listing(tmp_path) == []
+
+
+def test_missing_batch_fails(weights_npz, tmp_path, capsys):
+  missing = tmp_path / 'batch_missing.npz'
+  _assert_fails(capsys, _predict_argv(weights_npz, missing, tmp_path / 'out', '--preset',
+                                      PRESET), missing)
+  assert _listing(tmp_path) == []
+
+
+def test_truncated_weights_fail(weights_npz, batch_npz, tmp_path, capsys):
+  truncated = tmp_path / 'params_truncated.npz'
+  with open(weights_npz, 'rb') as source:
+    truncated.write_bytes(source.read(weights_npz.stat().st_size // 2))
+  line = _assert_fails(capsys, _predict_argv(truncated, batch_npz, tmp_path / 'out',
+                                             '--preset', PRESET), truncated)
+  assert 'not a readable .npz' in line
+  assert _listing(tmp_path) == [truncated.name]
+
+
+def test_batch_missing_a_feature_fails(weights_npz, batch_npz, tmp_path, capsys):
+  incomplete = tmp_path / 'batch_without_msa_feat.npz'
+  with np.load(batch_npz) as batch:
+    np.savez(incomplete, **{key: batch[key] for key in batch.files if key != 'msa_feat'})
+  line = _assert_fails(capsys, _predict_argv(weights_npz, incomplete, tmp_path / 'out',
+                                             '--preset', PRESET), incomplete)
+  assert line.endswith('missing features for this preset: msa_feat')
+  assert _listing(tmp_path) == [incomplete.name]
+
+
+def test_weights_of_another_preset_fail(weights_npz, batch_npz, tmp_path, capsys):
+  wanted = schema.parameter_shapes(preset('model_1_ptm').model)
+  found = schema.parameter_shapes(preset(PRESET).model)
+  missing = sorted(wanted.keys() - found.keys())
+  assert missing and not found.keys() - wanted.keys()
+  line = _assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out',
+                                             '--preset', 'model_1_ptm'), weights_npz)
+  assert "preset 'model_1_ptm'" in line
+  assert f'{len(missing)} missing ({missing[0]}' in line
+  assert all('template' in key for key in missing)
+  assert 'unexpected' not in line and 'misshaped' not in line
+  assert _listing(tmp_path) == []
+
+
+def test_npz_without_preset_fails(weights_npz, batch_npz, tmp_path, capsys):
+  line = _assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out'),
+                       weights_npz)
+  assert '--preset' in line
+  assert _listing(tmp_path) == []
+
+
+def test_checkpoint_with_another_preset_fails(checkpoint_dir, batch_npz, tmp_path, capsys):
+  line = _assert_fails(capsys, _predict_argv(checkpoint_dir, batch_npz, tmp_path / 'out',
+                                             '--preset', 'model_1_ptm'), checkpoint_dir)
+  assert f'holds preset {PRESET!r}, not ' in line
+  assert _listing(tmp_path) == []
+
+
+def test_existing_output_fails_before_the_model_runs(weights_npz, batch_npz, tmp_path, capsys,
+                                                     monkeypatch):
+  output = tmp_path / 'out'
+  output.mkdir()
+  existing = output / 'outputs.npz'
+  existing.write_bytes(b'an earlier prediction')
+  stamp = existing.stat().st_mtime_ns
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError('predict went past the existing-output check')
+  monkeypatch.setattr(formats, 'load_params', must_not_run)
+  monkeypatch.setattr(alphafold_module, 'AlphaFold', must_not_run)
+
+  line = _assert_fails(capsys, _predict_argv(weights_npz, batch_npz, output, '--preset', PRESET,
+                                             '--name', NAME), existing)
+  assert '--overwrite' in line
+  assert existing.read_bytes() == b'an earlier prediction'
+  assert existing.stat().st_mtime_ns == stamp
+  assert _listing(tmp_path) == ['out', 'out/outputs.npz']
+
+
+@pytest.mark.parametrize('kind', ['file', 'directory'])
+def test_convert_to_an_existing_destination_fails(weights_npz, tmp_path, capsys, kind):
+  if kind == 'file':
+    destination = tmp_path / 'params.npz'
+    destination.write_bytes(b'keep me')
+    kept = destination
+  else:
+    destination = tmp_path / 'checkpoint'
+    destination.mkdir()
+    kept = destination / 'notes.txt'
+    kept.write_bytes(b'keep me')
+  before = _listing(tmp_path)
+  _assert_fails(capsys, ['convert', weights_npz, destination, '--preset', PRESET], destination)
+  assert kept.read_bytes() == b'keep me'
+  assert _listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# parity alphafold: the full-size reference and jaxfold on the same features.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_matmul_precision():
+  """`jaxfold parity` sets JAX's default matmul precision for its process; undo it here."""
+  before = jax.config.jax_default_matmul_precision
+  yield
+  jax.config.update('jax_default_matmul_precision', before)
+
+
+@pytest.mark.slow
+def test_parity_alphafold_writes_table_and_report(batch_npz, tmp_path, capsys,
+                                                  restore_matmul_precision):
+  pytest.importorskip('alphafold.model.modules')
+  report = tmp_path / 'r.json'
+  start = time.perf_counter()
+  status = cli.main(['parity', 'alphafold', '--batch', str(batch_npz), '--preset', PRESET,
+                     '--num-recycle', '1', '--report', str(report)])
+  seconds = time.perf_counter() - start
+  out, err = capsys.readouterr()
+  assert status == 0, out + err
+  assert f'{PRESET}, {NUM_RES} residues, 1 recycling iterations, float32' in out
+
+  document = json.loads(report.read_text())
+  assert (document['preset'], document['num_recycle'], document['num_residues']) == (
+      PRESET, 1, NUM_RES)
+  assert document['passed'] is True
+  rows = document['rows']
+  names = [row['name'] for row in rows]
+  assert 'end to end/final_atom_positions' in names and 'end to end/ptm' in names
+  for row in rows:
+    assert {'max_abs_diff', 'max_abs_ref', 'relative', 'tolerance', 'measure',
+            'passed'} <= row.keys(), row
+    assert row['passed'] is True, row
+    assert 0 <= row['max_abs_diff'] and 0 < row['tolerance']
+    assert row['name'] in out  # every reported row is in the printed table
+  assert f'{len(rows)}/{len(rows)} rows within tolerance' in out
+  assert f'report: {report}' in out
+  print(f'parity alphafold ({PRESET}, {NUM_RES} residues, 1 recycle): {seconds:.0f} s')
