@@ -14,7 +14,7 @@ from alphafold.model import r3
 
 from jaxfold.common import residue_constants as rc
 from jaxfold.common.geometry import Rigid, Vec3
-from jaxfold.model import all_atom
+from jaxfold.common import all_atom
 
 def _read_atom37(path: pathlib.Path, max_residues: int = 64):
   """aatype [N], atom37 positions [N, 37, 3] and mask [N, 37] of the first chain's residues."""

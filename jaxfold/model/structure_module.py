@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfold.common.geometry import QuatRigid, Rigid
-from jaxfold.model import all_atom
+from jaxfold.common import all_atom
 from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.invariant_point_attention import InvariantPointAttention
 from jaxfold.model.primitives import LayerNorm, Linear, residual_dropout

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxfold.common import residue_constants
 from jaxfold.common.geometry import Rigid, Rot3, Vec3
-from jaxfold.model.all_atom import atom37_to_torsion_angles
+from jaxfold.common.all_atom import atom37_to_torsion_angles
 from jaxfold.model.attention import Attention
 from jaxfold.model.embedders import DgramConfig, ParentScoped, dgram_from_positions
 from jaxfold.model.global_config import GlobalConfig
