@@ -16,13 +16,13 @@ import collections
 from collections.abc import Mapping
 import os
 import pathlib
-import uuid
 import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfold.common.atomic_file import atomic_write
 from jaxfold.convert import haiku_tree
 
 ROOT = 'alphafold'
@@ -204,26 +204,14 @@ def write_npz(tree: Mapping, path: str | os.PathLike) -> None:
     raise ValueError(f'{path}: {len(bfloat16)} tensors are bfloat16, which an .npz cannot hold '
                      f'(numpy reads it back as raw bytes); cast them to float32 or save a jaxfold '
                      f'checkpoint: {_listed(bfloat16)}')
-  if not path.parent.is_dir():
-    raise FileNotFoundError(f'{path}: its directory {path.parent} does not exist')
-  temporary = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
-  try:
-    # os.open rather than mkstemp: mkstemp's mode 0600 would survive the rename, while a
-    # file np.savez writes gets the user's umask.
-    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), 'wb') as file:
-      with zipfile.ZipFile(file, mode='w', compression=zipfile.ZIP_STORED,
-                           allowZip64=True) as archive:
-        for key, array in arrays.items():
-          member = zipfile.ZipInfo(key + '.npy', date_time=_ZIP_DATE_TIME)
-          # np.savez forces zip64 headers so members over 4 GiB work (numpy gh-10776).
-          with archive.open(member, 'w', force_zip64=True) as stream:
-            np.lib.format.write_array(stream, array, allow_pickle=False)
-      file.flush()
-      os.fsync(file.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    temporary.unlink(missing_ok=True)
-    raise
+  with atomic_write(path) as file:
+    with zipfile.ZipFile(file, mode='w', compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as archive:
+      for key, array in arrays.items():
+        member = zipfile.ZipInfo(key + '.npy', date_time=_ZIP_DATE_TIME)
+        # np.savez forces zip64 headers so members over 4 GiB work (numpy gh-10776).
+        with archive.open(member, 'w', force_zip64=True) as stream:
+          np.lib.format.write_array(stream, array, allow_pickle=False)
 
 
 def _listed(names: list[str], separator: str = ', ') -> str:
