@@ -1,0 +1,1 @@
+"""Data pipeline: parsers, features, transforms and datasets (numpy only)."""
