@@ -1,0 +1,214 @@
+"""A tensorflow-datasets builder that writes per-chain raw features as ArrayRecord shards.
+
+Training reads features at random access (grain, `jaxfold.data.loader`), so each chain's raw
+features (Jumper et al. (2021) Suppl. 1.2.9 inputs before processing: `[N_res, ...]`,
+`[N_msa, N_res]`, `[N_templ, N_res, 37, 3]`, object arrays of bytes for names) are stored once
+as one ArrayRecord example. TFDS writes and reads ArrayRecord without TensorFlow.
+
+Every array is stored with its dtype and every axis declared variable keeps its length, so an
+example reads back equal in dtype, shape and value. A chain whose `make_example` raises, or
+whose arrays do not fit the feature spec, is logged and skipped; the build's summary (examples
+per split, the failed chains and why) is returned and written beside the shards as
+`build_summary.json`.
+"""
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+SUMMARY_FILE = 'build_summary.json'
+
+MakeExample = Callable[[str], Mapping[str, Any]]
+
+
+class DatasetError(ValueError):
+  """A dataset to build or read is ill-defined or missing."""
+
+
+class FeatureSpecError(DatasetError):
+  """An example, or the feature spec itself, does not fit what the builder can store."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+  """dtype and shape of one feature; None marks an axis whose length varies per chain."""
+  dtype: np.dtype
+  shape: tuple[int | None, ...]
+
+
+FeatureSpec = Mapping[str, ArraySpec]
+
+
+def feature_spec_from_example(example: Mapping[str, Any]) -> dict[str, ArraySpec]:
+  """A spec with the example's dtypes and ranks and every axis variable.
+
+  Object (bytes) arrays keep all but their first axis fixed: TFDS stores byte strings with
+  at most one axis of unknown length.
+  """
+  spec = {}
+  for key, value in example.items():
+    array = np.asarray(value)
+    variable = array.ndim if array.dtype != object else min(array.ndim, 1)
+    spec[key] = ArraySpec(array.dtype, (None,) * variable + array.shape[variable:])
+  return spec
+
+
+def _tfds_feature(key: str, spec: ArraySpec) -> tfds.features.Tensor:
+  if spec.dtype == object:
+    if not spec.shape:
+      raise FeatureSpecError(f'feature {key!r}: a 0-d object array cannot be stored with its '
+                             'dtype; make it a [1] object array of bytes')
+    if spec.shape[1:].count(None):
+      raise FeatureSpecError(f'feature {key!r}: object arrays may vary along their first axis '
+                             f'only, got shape {spec.shape}')
+    return tfds.features.Tensor(shape=spec.shape, dtype=np.object_)
+  if spec.dtype.kind not in 'biuf':
+    raise FeatureSpecError(f'feature {key!r}: dtype {spec.dtype} is not bool, int, float or '
+                           'object (bytes)')
+  # Serialized bytes (zlib-compressed) is the encoding that keeps several unknown axes;
+  # MSAs of small alphabets compress well under it.
+  return tfds.features.Tensor(shape=spec.shape, dtype=spec.dtype.type, encoding='zlib')
+
+
+def check_example(chain_id: str, example: Mapping[str, Any],
+                  spec: FeatureSpec) -> dict[str, np.ndarray]:
+  """The example's arrays, checked against `spec` so the stored copy reads back identical."""
+  if set(example) != set(spec):
+    raise FeatureSpecError(f'chain {chain_id}: keys missing {sorted(set(spec) - set(example))}, '
+                           f'unexpected {sorted(set(example) - set(spec))}')
+  arrays = {}
+  for key, expected in spec.items():
+    array = np.asarray(example[key])
+    fits = len(array.shape) == len(expected.shape) and all(
+        want is None or want == got for want, got in zip(expected.shape, array.shape))
+    if array.dtype != expected.dtype or not fits:
+      raise FeatureSpecError(f'chain {chain_id}: feature {key!r} is {array.dtype}{list(array.shape)}, '
+                             f'spec says {expected.dtype}{list(expected.shape)}')
+    if array.dtype == object and not all(isinstance(x, bytes) for x in array.flat):
+      raise FeatureSpecError(f'chain {chain_id}: object feature {key!r} holds non-bytes items')
+    arrays[key] = array
+  return arrays
+
+
+class ChainFeatures(tfds.core.GeneratorBasedBuilder):
+  """One example per chain: the dict `make_example(chain_id)` returns, keyed by chain ID.
+
+  Built without `make_example` (as `tfds.data_source('chain_features', data_dir=...)` does),
+  it reads an existing build, taking the features from its `features.json`.
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Raw per-chain features, ArrayRecord shards.'}
+
+  def __init__(self, *, make_example: MakeExample | None = None,
+               splits: Mapping[str, Sequence[str]] | None = None,
+               feature_spec: FeatureSpec | None = None, **kwargs):
+    splits = splits or {}
+    for split, chain_ids in splits.items():
+      repeated = sorted(c for c, n in collections.Counter(chain_ids).items() if n > 1)
+      if repeated:
+        raise DatasetError(f'split {split!r} lists chains more than once: {repeated[:10]}')
+    self._make_example = make_example
+    self._splits = {split: list(chain_ids) for split, chain_ids in splits.items()}
+    self._feature_spec = feature_spec
+    self.failures: dict[str, dict[str, str]] = {split: {} for split in splits}
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    if self._feature_spec is None:
+      features = tfds.features.FeatureConnector.from_config(os.fspath(self.data_path))
+    else:
+      features = tfds.features.FeaturesDict(
+          {key: _tfds_feature(key, spec) for key, spec in self._feature_spec.items()})
+    return tfds.core.DatasetInfo(
+        builder=self, features=features,
+        description='Raw per-chain AlphaFold features (jaxfold.data.dataset_builder).')
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Inputs are local; nothing is downloaded.
+    if self._make_example is None or self._feature_spec is None or not self._splits:
+      raise DatasetError(f'{self.data_path}: building needs make_example, splits and feature_spec')
+    return {split: self._generate_examples(split, chain_ids)
+            for split, chain_ids in self._splits.items()}
+
+  def _generate_examples(self, split: str, chain_ids: Sequence[str]):
+    failures = self.failures[split]
+    progress = tqdm.tqdm(chain_ids, desc=f'{split} chains', unit='chain')
+    for chain_id in progress:
+      try:
+        example = check_example(chain_id, self._make_example(chain_id), self._feature_spec)
+      except Exception as e:  # pylint: disable=broad-except  # one bad chain must not end a build
+        failures[chain_id] = f'{type(e).__name__}: {e}'
+        logging.warning('skipping chain %s of split %s: %s', chain_id, split, failures[chain_id])
+        progress.set_postfix(failed=len(failures))
+        continue
+      yield chain_id, example
+    if len(failures) == len(chain_ids):
+      first = next(iter(failures.items()))
+      raise DatasetError(f'split {split!r}: all {len(chain_ids)} chains failed, e.g. {first[0]}: '
+                         f'{first[1]}')
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSummary:
+  """What a build wrote: examples per split and the chains skipped, with their error."""
+  dataset_dir: str
+  num_examples: dict[str, int]
+  failed: dict[str, dict[str, str]]  # split -> chain ID -> 'ErrorType: message'
+
+  @property
+  def num_failed(self) -> int:
+    return sum(len(chains) for chains in self.failed.values())
+
+  @classmethod
+  def load(cls, dataset_dir: str | pathlib.Path) -> 'BuildSummary':
+    return cls(**json.loads((pathlib.Path(dataset_dir) / SUMMARY_FILE).read_text()))
+
+
+def build_dataset(data_dir: str | pathlib.Path, make_example: MakeExample,
+                  splits: Mapping[str, Sequence[str]], feature_spec: FeatureSpec,
+                  num_shards: int | None = None) -> BuildSummary:
+  """Writes `<data_dir>/chain_features/<version>/` (ArrayRecord shards) and its summary.
+
+  A dataset already built there is kept and its summary returned, so re-running is cheap.
+  `num_shards` None lets TFDS size shards (64 MiB to 1 GiB, never more shards than examples);
+  a fixed count applies to every split, and TFDS fails a split left with fewer good chains.
+  """
+  builder = ChainFeatures(data_dir=data_dir, file_format='array_record',
+                          make_example=make_example, splits=splits, feature_spec=feature_spec)
+  dataset_dir = pathlib.Path(builder.data_dir)
+  if builder.is_prepared() and (dataset_dir / SUMMARY_FILE).exists():
+    return BuildSummary.load(dataset_dir)
+  needed = num_shards or 1
+  short = [s for s, ids in splits.items() if len(ids) < needed]
+  if short:
+    raise DatasetError(f'{dataset_dir}: splits {short} list fewer than {needed} chains '
+                       f'(num_shards={num_shards})')
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      num_shards=num_shards, try_download_gcs=False))
+  summary = BuildSummary(
+      dataset_dir=str(dataset_dir),
+      num_examples={split: builder.info.splits[split].num_examples for split in splits},
+      failed=builder.failures)
+  (dataset_dir / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(summary), indent=1))
+  return summary
+
+
+def load_data_source(dataset_dir: str | pathlib.Path, split: str = 'train'):
+  """Random-access source of a built split (`len`, `[i]` -> dict of arrays); no builder code needed."""
+  dataset_dir = pathlib.Path(dataset_dir)
+  if not (dataset_dir / 'dataset_info.json').exists():
+    raise DatasetError(f'{dataset_dir} holds no built dataset (no dataset_info.json)')
+  builder = tfds.builder_from_directory(dataset_dir)
+  if split not in builder.info.splits:
+    raise DatasetError(f'{dataset_dir}: no split {split!r} (has {sorted(builder.info.splits)})')
+  return builder.as_data_source(split=split)
