@@ -6,14 +6,17 @@ and exit status 2, and leaves no partial output (writers go through temporary fi
 
 import argparse
 import json
+import logging
 import os
 import pathlib
+import pickle
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
 import numpy as np
+
+from jaxfold.common.atomic_file import atomic_write
 
 
 class _Progress:
@@ -102,20 +105,87 @@ def _check_batch(batch: dict[str, np.ndarray], model_config, source: str) -> Non
     raise ValueError(f'{source}: features of the wrong shape or type: {"; ".join(wrong)}')
 
 
+def _read_features(path: str) -> dict[str, np.ndarray]:
+  """AlphaFold's raw feature dict (`features.pkl`, a pickle: read only files you trust)."""
+  source = pathlib.Path(path)
+  if not source.is_file():
+    raise FileNotFoundError(f'{source}: no such file')
+  try:
+    with open(source, 'rb') as f:
+      features = pickle.load(f)
+  except Exception as e:  # unpickling fails in many ways; all mean an unreadable file
+    raise ValueError(f'{source}: not a readable features pickle ({type(e).__name__}: {e})') from e
+  if not isinstance(features, dict) or 'aatype' not in features:
+    raise ValueError(f'{source}: expected a dict of raw features with \'aatype\'')
+  return features
+
+
+def _raw_features(args: argparse.Namespace, progress: '_Progress'):
+  """Raw features of --fasta / --msa-dir / --mmcif-dir, skipped templates reported."""
+  from jaxfold.data import pipeline  # pylint: disable=import-outside-toplevel
+  progress(f'reading {args.fasta}, alignments in {args.msa_dir}'
+           + (f', templates from {args.mmcif_dir}' if args.mmcif_dir else ''))
+  made = pipeline.raw_features(args.fasta, args.msa_dir, args.mmcif_dir,
+                               max_template_date=args.max_template_date)
+  features = made.features
+  progress(f'{features["msa"].shape[0]} MSA rows, '
+           f'{features["template_aatype"].shape[0]} templates'
+           + (f' ({len(made.skipped_templates)} hits skipped)' if made.skipped_templates else ''))
+  return features
+
+
+def _data_config(config, args: argparse.Namespace):
+  """The preset's data config with the MSA sizes given on the command line."""
+  from jaxfold.model.config import replace  # pylint: disable=import-outside-toplevel
+  changes = {}
+  if args.max_msa_clusters is not None:
+    changes['data.eval.max_msa_clusters'] = args.max_msa_clusters
+  if args.max_extra_msa is not None:
+    changes['data.common.max_extra_msa'] = args.max_extra_msa
+  return replace(config, changes).data
+
+
+def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
+                      progress: '_Progress') -> dict[str, np.ndarray]:
+  """The processed batch of --batch, --features or --fasta."""
+  if args.batch:
+    batch = _read_batch(args.batch)
+    _check_batch(batch, config.model, args.batch)
+    return batch
+  from jaxfold.data import processing  # pylint: disable=import-outside-toplevel
+  from jaxfold.model.alphafold import feature_shapes  # pylint: disable=import-outside-toplevel
+  if args.features:
+    raw, source = _read_features(args.features), args.features
+  else:
+    raw, source = _raw_features(args, progress), args.fasta
+  batch = processing.process_features(raw, _data_config(config, args), mode='eval',
+                                      seed=args.seed, num_recycle=num_recycle, source=source)
+  # The model reads these; the rest (labels, BERT targets, ...) stays out of the jit.
+  batch = {k: batch[k] for k in feature_shapes(config.model, 1, 1, 1)}
+  _check_batch(batch, config.model, source)
+  progress(f'processed features: {batch["msa_feat"].shape[1]} MSA clusters, '
+           f'{batch["extra_msa"].shape[1]} extra sequences (seed {args.seed})')
+  return batch
+
+
 def _predict(args: argparse.Namespace) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from jaxfold import prediction_outputs  # pylint: disable=import-outside-toplevel
   from jaxfold.model.alphafold import AlphaFold  # pylint: disable=import-outside-toplevel
   from jaxfold.model.global_config import GlobalConfig  # pylint: disable=import-outside-toplevel
   progress = _Progress(args.quiet)
-  name = args.name or pathlib.Path(args.batch).stem
+  name = args.name or pathlib.Path(args.batch or args.features or args.fasta).stem
   # Fail before the model runs, not after.
   prediction_outputs.check_destination(args.output, name, args.overwrite)
-  batch = _read_batch(args.batch)
+  for path in (args.batch, args.features, args.fasta):
+    if path is not None and not pathlib.Path(path).is_file():
+      raise FileNotFoundError(f'{path}: no such file')
+  if args.fasta and args.msa_dir is None:
+    raise ValueError(f'{args.fasta}: --fasta needs --msa-dir (its precomputed alignments)')
   progress(f'reading parameters {args.params}')
   tree, preset_name, config = _load_params(args.params, args.preset)
-  _check_batch(batch, config.model, args.batch)
   num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
+  batch = _prediction_batch(args, config, num_recycle, progress)
   model = AlphaFold(config.model, GlobalConfig(dtype=args.dtype))
   progress(f'predicting {name}: {batch["aatype"].shape[1]} residues, {preset_name}, '
            f'{num_recycle} recycling iterations, {args.dtype}')
@@ -132,6 +202,40 @@ def _predict(args: argparse.Namespace) -> None:
   if 'ptm' in metrics:
     summary += f', pTM {float(metrics["ptm"]):.4f}'
   progress(f'done: {summary}; wrote {", ".join(str(p) for p in written.values())}')
+
+
+def _data_features(args: argparse.Namespace) -> None:
+  if os.path.lexists(args.output) and not args.overwrite:
+    raise FileExistsError(f'{args.output}: exists (pass --overwrite to replace it)')
+  _check_parent(args.output)
+  progress = _Progress(args.quiet)
+  features = _raw_features(args, progress)
+  with atomic_write(args.output) as f:
+    pickle.dump(features, f, protocol=4)
+  progress(f'wrote {args.output}')
+
+
+def _data_build(args: argparse.Namespace) -> None:
+  from jaxfold.data import training_set  # pylint: disable=import-outside-toplevel
+  for path in (args.alignments, args.mmcif_dir, args.cache, args.duplicates, args.chains):
+    if path is not None and not os.path.exists(path):
+      raise FileNotFoundError(f'{path}: no such file or directory')
+  chains = None
+  if args.chains:
+    chains = [line.strip() for line in pathlib.Path(args.chains).read_text().splitlines()
+              if line.strip()]
+    if not chains:
+      raise ValueError(f'{args.chains}: lists no chain')
+  progress = _Progress(args.quiet)
+  progress(f'building {args.split} from {args.alignments} and {args.mmcif_dir}')
+  summary = training_set.build(
+      args.alignments, args.mmcif_dir, args.output, cache=args.cache, duplicates=args.duplicates,
+      chains=chains, split=args.split, max_template_date=args.max_template_date,
+      num_shards=args.num_shards)
+  failed = summary.failed.get(args.split, {})
+  progress(f'done: {summary.num_examples[args.split]} chains written to {summary.dataset_dir}, '
+           f'{len(failed)} skipped' + (f' (reasons in {summary.dataset_dir}/'
+                                        'build_summary.json)' if failed else ''))
 
 
 def _parity(args: argparse.Namespace) -> int:
@@ -176,16 +280,17 @@ def _check_parent(path: str) -> None:
 
 
 def _write_json(path: str, value) -> None:
-  """Writes JSON atomically: a temporary file beside `path`, then a rename."""
-  target = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=target.resolve().parent, prefix=f'.{target.name}.')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(value, f, indent=1)
-    os.replace(tmp, target)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  with atomic_write(path, 'w') as f:
+    json.dump(value, f, indent=1)
+
+
+def _add_alignment_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+  parser.add_argument('--msa-dir', required=required,
+                      help='folder of precomputed alignments (and pdb70_hits.hhr for templates)')
+  parser.add_argument('--mmcif-dir', help='folder of <pdb_id>.cif template structures '
+                                          '(default: no templates)')
+  parser.add_argument('--max-template-date', help='drop templates released after this '
+                                                  'date (YYYY-MM-DD)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,18 +311,31 @@ def build_parser() -> argparse.ArgumentParser:
   convert.set_defaults(run=_convert)
 
   predict = commands.add_parser(
-      'predict', help='predict a structure from processed features',
-      description='Runs the recycling model on AlphaFold\'s processed features and writes '
-                  '<name>_unrelaxed.pdb/.cif (pLDDT in B-factors), outputs.npz, '
-                  'confidence.json and <name>_confidence.png to the output directory.')
+      'predict', help='predict a structure from sequence and alignments, or from features',
+      description='Runs the recycling model and writes <name>_unrelaxed.pdb/.cif (pLDDT in '
+                  'B-factors), outputs.npz, confidence.json and <name>_confidence.png to the '
+                  'output directory. Input: a FASTA file with its precomputed alignments '
+                  '(--fasta, --msa-dir, optionally --mmcif-dir for templates), AlphaFold\'s raw '
+                  'features (--features features.pkl), or processed features (--batch).')
   predict.add_argument('--params', required=True,
                        help='AlphaFold .npz or jaxfold checkpoint directory')
   predict.add_argument('--preset', choices=PRESETS,
                        help='model preset (required for a .npz; a checkpoint records it)')
-  predict.add_argument('--batch', required=True,
-                       help='processed features (.npz, AlphaFold names, leading recycle axis)')
+  source = predict.add_mutually_exclusive_group(required=True)
+  source.add_argument('--fasta', help='FASTA file of one protein sequence (needs --msa-dir)')
+  source.add_argument('--features', help='raw features: the features.pkl AlphaFold or '
+                                         '`jaxfold data features` writes')
+  source.add_argument('--batch',
+                      help='processed features (.npz, AlphaFold names, leading recycle axis)')
+  _add_alignment_arguments(predict, required=False)
+  predict.add_argument('--max-msa-clusters', type=int,
+                       help='MSA clusters (default: the preset\'s, 512; --fasta / --features)')
+  predict.add_argument('--max-extra-msa', type=int,
+                       help='extra MSA sequences (default: the preset\'s; --fasta / --features)')
+  predict.add_argument('--seed', type=int, default=0,
+                       help='seed of MSA sampling and masking (--fasta / --features; default 0)')
   predict.add_argument('--output', required=True, help='output directory')
-  predict.add_argument('--name', help='structure name in file names (default: batch file stem)')
+  predict.add_argument('--name', help='structure name in file names (default: input file stem)')
   predict.add_argument('--num-recycle', type=int, help='recycling iterations (default: preset)')
   predict.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
                        help='compute precision (default float32)')
@@ -226,6 +344,41 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--overwrite', action='store_true',
                        help='replace existing prediction files in the output directory')
   predict.set_defaults(run=_predict)
+
+  data = commands.add_parser('data', help='make features from sequence, alignment and mmCIF files')
+  data_commands = data.add_subparsers(dest='data_command', required=True)
+  features = data_commands.add_parser(
+      'features', help='AlphaFold\'s raw features (features.pkl) of one sequence',
+      description='Reads a FASTA file, its precomputed alignments (uniref90_hits, '
+                  'bfd_*_hits, mgnify_hits as .sto or .a3m, in AlphaFold\'s merge order) and, '
+                  'with --mmcif-dir, templates from the folder\'s HHsearch output; writes the '
+                  'dict AlphaFold\'s data pipeline writes, as a pickle.')
+  features.add_argument('--fasta', required=True, help='FASTA file of one protein sequence')
+  _add_alignment_arguments(features, required=True)
+  features.add_argument('--output', required=True, help='features.pkl to write (must not exist)')
+  features.add_argument('--overwrite', action='store_true', help='replace an existing output')
+  features.set_defaults(run=_data_features)
+
+  build = data_commands.add_parser(
+      'build', help='a training set (ArrayRecord shards) from OpenProteinSet-style files',
+      description='Reads each PDB chain\'s alignments (a folder per chain, <pdb>_<chain>/, or '
+                  'OpenFold\'s alignment database .index) and its mmCIF structure, and writes its '
+                  'raw features and ground truth as a tensorflow-datasets ArrayRecord dataset '
+                  '(read with tfds.data_source or jaxfold.data.training_set.batches). A chain '
+                  'that fails is logged, skipped and counted in build_summary.json.')
+  build.add_argument('--alignments', required=True,
+                     help='alignment folder tree or alignment database .index')
+  build.add_argument('--mmcif-dir', required=True, help='folder of <pdb_id>.cif files')
+  build.add_argument('--output', required=True, help='dataset directory (tfds data_dir)')
+  build.add_argument('--cache', help='OpenFold chain-data or mmCIF cache JSON (metadata)')
+  build.add_argument('--duplicates', help='OpenProteinSet duplicate-chains file')
+  build.add_argument('--chains', help='file of <pdb>_<chain> IDs, one per line '
+                                      '(default: every chain with alignments)')
+  build.add_argument('--split', default='train', help='split name (default train)')
+  build.add_argument('--max-template-date', help='drop templates released after this date '
+                                                 '(YYYY-MM-DD); a chain\'s own date applies too')
+  build.add_argument('--num-shards', type=int, help='ArrayRecord shards (default: by size)')
+  build.set_defaults(run=_data_build)
 
   parity = commands.add_parser('parity', help='measure agreement with a reference model')
   references = parity.add_subparsers(dest='reference', required=True)
@@ -255,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  # Library warnings (e.g. a template hit skipped for a missing mmCIF) as `jaxfold: warning:` lines.
+  logging.basicConfig(format='jaxfold: %(levelname)s: %(message)s',
+                      level=logging.ERROR if args.quiet else logging.WARNING, force=True)
+  logging.addLevelName(logging.WARNING, 'warning')
   try:
     return args.run(args) or 0
   except (OSError, ValueError, KeyError, RuntimeError) as e:

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import pathlib
+import pickle
 import re
 import subprocess
 import sys
@@ -453,3 +454,108 @@ def test_parity_alphafold_writes_table_and_report(batch_npz, tmp_path, capsys,
   assert f'{len(rows)}/{len(rows)} rows within tolerance' in out
   assert f'report: {report}' in out
   print(f'parity alphafold ({PRESET}, {NUM_RES} residues, 1 recycle): {seconds:.0f} s')
+
+
+# ---------------------------------------------------------------------------------------------
+# predict from a FASTA file and its alignments, and from raw features.
+# ---------------------------------------------------------------------------------------------
+
+def _query73_argv(shared_dir) -> list:
+  query = shared_dir / 'data' / 'alignments' / 'query73'
+  return ['--fasta', query / 'query.fasta', '--msa-dir', query,
+          '--mmcif-dir', shared_dir / 'data' / 'mmcif']
+
+
+@pytest.fixture(scope='module')
+def fasta_prediction(tmp_path_factory, weights_npz, shared_dir) -> tuple[pathlib.Path, Run]:
+  """`jaxfold predict --fasta ... --msa-dir ...`: the whole pipeline, small MSA sizes."""
+  output = tmp_path_factory.mktemp('predict_fasta') / 'out'
+  run = _run(['predict', '--params', weights_npz, '--preset', PRESET, *_query73_argv(shared_dir),
+              '--output', output, '--num-recycle', '0', '--max-msa-clusters', '8',
+              '--max-extra-msa', '16'])
+  assert run.status == 0, run.stderr
+  return output, run
+
+
+def test_predict_from_fasta_runs_the_data_pipeline(fasta_prediction, shared_dir):
+  output, run = fasta_prediction
+  assert _listing(output) == sorted(
+      [f'query{kind}' for kind in _FILE_KINDS] + ['confidence.json', 'outputs.npz'])
+  assert '1136 MSA rows' in run.stderr  # AlphaFold's merged, de-duplicated MSA of query73
+  assert 'processed features: 8 MSA clusters, 16 extra sequences (seed 0)' in run.stderr
+  with np.load(output / 'outputs.npz') as outputs:
+    assert outputs['final_atom_positions'].shape == (NUM_RES, 37, 3)
+    assert np.isfinite(outputs['final_atom_positions']).all()
+    assert outputs['masked_msa/logits'].shape == (8, NUM_RES, 23)
+  sequence = (shared_dir / 'data' / 'alignments' / 'query73' / 'query.fasta').read_text()
+  pdb = (output / 'query_unrelaxed.pdb').read_text()
+  residues = [line[17:20] for line in pdb.splitlines()
+              if line.startswith('ATOM') and line[12:16].strip() == 'CA']
+  from jaxfold.common import residue_constants as rc  # pylint: disable=import-outside-toplevel
+  assert ''.join(rc.restype_3to1[r] for r in residues) == ''.join(sequence.splitlines()[1:])
+
+
+def test_data_features_then_predict_features_gives_the_fasta_batch(tmp_path, shared_dir,
+                                                                   monkeypatch):
+  """`data features` writes AlphaFold's raw features; --features processes them exactly as
+  --fasta does (same seed, same batch), so the model input cannot differ."""
+  features = tmp_path / 'features.pkl'
+  run = _run(['--quiet', 'data', 'features', *_query73_argv(shared_dir), '--output', features])
+  assert run.status == 0, run.stderr
+  assert _listing(tmp_path) == ['features.pkl']
+  with open(features, 'rb') as f:
+    raw = pickle.load(f)
+  with open(shared_dir / 'data' / 'features' / 'alphafold_feature_dict.pickle', 'rb') as f:
+    reference = pickle.load(f)
+  for key in ('aatype', 'residue_index', 'msa', 'deletion_matrix_int', 'num_alignments'):
+    np.testing.assert_array_equal(raw[key], reference[key], err_msg=key)
+  # The templates whose mmCIF files are present, in the reference's order.
+  present = [name for name in reference['template_domain_names']
+             if (shared_dir / 'data' / 'mmcif' / f'{name.decode()[:4]}.cif').exists()]
+  assert list(raw['template_domain_names']) == present
+
+  batches = {}
+  for kind, argv in (('fasta', _query73_argv(shared_dir)), ('features', ['--features', features])):
+    args = cli.build_parser().parse_args(
+        ['predict', '--params', 'unused', '--output', 'unused', '--max-msa-clusters', '8',
+         '--max-extra-msa', '16', '--seed', '3', *[str(a) for a in argv]])
+    batches[kind] = cli._prediction_batch(args, preset('model_1_ptm'), 1, lambda _: None)  # pylint: disable=protected-access
+  assert sorted(batches['fasta']) == sorted(batches['features'])
+  for key, value in batches['fasta'].items():
+    np.testing.assert_array_equal(value, batches['features'][key], err_msg=key)
+  assert batches['fasta']['template_mask'][0].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize('case', ['no_msa_dir', 'missing_msa_dir', 'unknown_residue',
+                                  'other_protein', 'garbage_features'])
+def test_bad_prediction_inputs_fail(case, weights_npz, tmp_path, shared_dir, capsys):
+  query = shared_dir / 'data' / 'alignments' / 'query73'
+  inputs = tmp_path / 'inputs'
+  inputs.mkdir()
+  fasta, msa_dir = query / 'query.fasta', query
+  if case == 'unknown_residue':
+    fasta = inputs / 'bad.fasta'
+    fasta.write_text('>bad\nMKTJAYIAK\n')
+  elif case == 'other_protein':
+    fasta = shared_dir / 'data' / 'pdb' / '101m_1_A.fasta'
+  elif case == 'missing_msa_dir':
+    msa_dir = inputs / 'no_such_folder'
+  source = ['--fasta', fasta] + ([] if case == 'no_msa_dir' else ['--msa-dir', msa_dir])
+  if case == 'garbage_features':
+    source = ['--features', inputs / 'features.pkl']
+    source[1].write_bytes(b'not a pickle')
+  names = {'no_msa_dir': fasta, 'missing_msa_dir': msa_dir, 'unknown_residue': fasta,
+           'other_protein': query / 'uniref90_hits.sto', 'garbage_features': source[1]}[case]
+  error = _assert_fails(capsys, ['predict', '--params', weights_npz, '--preset', PRESET,
+                                 *source, '--output', tmp_path / 'out'], names)
+  if case == 'unknown_residue':
+    assert "unknown residue 'J' at position 4" in error
+  assert not (tmp_path / 'out').exists()
+
+
+def test_data_features_bad_input_writes_nothing(tmp_path, capsys):
+  fasta = tmp_path / 'empty.fasta'
+  fasta.write_text('')
+  _assert_fails(capsys, ['data', 'features', '--fasta', fasta, '--msa-dir', tmp_path,
+                         '--output', tmp_path / 'features.pkl'], fasta)
+  assert _listing(tmp_path) == ['empty.fasta']
