@@ -52,7 +52,8 @@ class TemplateConfig:
   `subbatch_size` chunks the pointwise attention's N_res^2 queries; as in AlphaFold it
   applies only in low-memory mode, which here is `global_config.subbatch_size` being set.
   `use_template_unit_vector` False zeroes the unit-vector features, as every AlphaFold
-  monomer preset does.
+  monomer preset does. `num_channels` is the template pair width c_t; None takes AlphaFold's
+  (the ending-node triangle attention's value width, 64), OpenFold sets it on its own.
   """
   attention: TemplateAttentionConfig = TemplateAttentionConfig()
   dgram_features: DgramConfig = DgramConfig(min_bin=3.25, max_bin=50.75, num_bins=39)
@@ -62,6 +63,7 @@ class TemplateConfig:
   max_templates: int = 4
   subbatch_size: int = 128
   use_template_unit_vector: bool = False
+  num_channels: int | None = None
 
 
 def template_pair_features(template: Mapping[str, jax.Array], dgram_features: DgramConfig,
@@ -120,7 +122,7 @@ class SingleTemplateEmbedding(nn.Module):
                deterministic: bool = True) -> jax.Array:
     c = self.config
     dtype = self.global_config.compute_dtype
-    num_channels = c.template_pair_stack.triangle_attention_ending_node.value_dim
+    num_channels = c.num_channels or c.template_pair_stack.triangle_attention_ending_node.value_dim
     features = template_pair_features(template, c.dgram_features, c.use_template_unit_vector)
     act = Linear(num_channels, initializer='relu', name='embedding2d')(features.astype(dtype))
     act = TemplatePairStack(c.template_pair_stack, self.global_config,

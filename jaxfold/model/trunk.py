@@ -34,9 +34,14 @@ class EmbeddingsAndEvoformerConfig:
 
   As in AlphaFold's base config, templates are off; the model_1 / model_2 presets turn on
   `template.enabled` and `template.embed_torsion_angles`.
+
+  `extra_msa`: the extra-MSA blocks' config; None (AlphaFold) uses `evoformer`'s. OpenFold
+  sets the attention widths of each stack separately, which only differs from AlphaFold's
+  shared config in models of other channel sizes (e.g. OpenFold's reduced test models).
   """
   evoformer_num_block: int = 48
   evoformer: EvoformerIterationConfig = EvoformerIterationConfig()
+  extra_msa: EvoformerIterationConfig | None = None
   extra_msa_channel: int = 64
   extra_msa_stack_num_block: int = 4
   max_relative_feature: int = 32
@@ -85,7 +90,8 @@ class EmbeddingsAndEvoformer(nn.Module):
     pair = evoformer_stack(
         {'msa': extra_msa, 'pair': pair},
         {'msa': batch['extra_msa_mask'].astype(dtype), 'pair': mask_2d},
-        num_block=c.extra_msa_stack_num_block, is_extra_msa=True, config=c.evoformer,
+        num_block=c.extra_msa_stack_num_block, is_extra_msa=True,
+        config=c.extra_msa or c.evoformer,
         global_config=gc, deterministic=deterministic)['pair']
 
     msa_mask = batch['msa_mask'].astype(dtype)
