@@ -36,10 +36,12 @@ def _preset(name: str):
   return config.preset(name)
 
 
-def _load_params(path: str, preset_name: str | None):
-  """(jaxfold params, preset) from an AlphaFold .npz or a jaxfold checkpoint, validated.
+def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
+                 trusted: bool = False):
+  """(jaxfold params, preset, config) from any weight format, validated against the preset.
 
-  The schema is the preset's (given, or recorded in the checkpoint); a .npz needs --preset.
+  The schema is the preset's (given, or recorded in a jaxfold checkpoint); an AlphaFold .npz
+  and an OpenFold .pt/.ckpt need --preset. `ema` and `trusted` apply to OpenFold files.
   """
   from jaxfold.convert import formats, schema  # pylint: disable=import-outside-toplevel
   source = pathlib.Path(path)
@@ -48,25 +50,33 @@ def _load_params(path: str, preset_name: str | None):
   recorded = formats.checkpoint_preset(source) if source.is_dir() else None
   if preset_name is None:
     preset_name = recorded
-  if preset_name is None:
-    raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass --preset')
   if recorded is not None and recorded != preset_name:
     raise ValueError(f'{source}: checkpoint holds preset {recorded!r}, not {preset_name!r}')
-  config = _preset(preset_name)
-  tree, _ = formats.load_params(source, expected=schema.parameter_shapes(config.model),
-                                schema_name=f'preset {preset_name!r}')
+  config = None if preset_name is None else _preset(preset_name)
+  if config is None and source.suffix.lower() == '.npz':
+    raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass --preset')
+  # An OpenFold file without a preset is read anyway, so the error can name the preset it fits.
+  tree, _ = formats.load_params(
+      source, expected=None if config is None else schema.parameter_shapes(config.model),
+      schema_name=f'preset {preset_name!r}', model_config=None if config is None else config.model,
+      ema=ema, trusted=trusted)
   return tree, preset_name, config
 
 
 def _convert(args: argparse.Namespace) -> None:
-  from jaxfold.convert import formats  # pylint: disable=import-outside-toplevel
+  from jaxfold.convert import alphafold_npz, formats  # pylint: disable=import-outside-toplevel
   if os.path.lexists(args.dst) and not args.overwrite:
     raise FileExistsError(f'{args.dst}: exists (pass --overwrite to replace it)')
+  _check_parent(args.dst)
   progress = _Progress(args.quiet)
   progress(f'reading {args.src}')
-  tree, preset_name, _ = _load_params(args.src, args.preset)
-  progress(f'writing {args.dst} ({preset_name})')
-  formats.save_params(tree, args.dst, preset=preset_name, overwrite=args.overwrite)
+  tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
+                                           trusted=args.trust_pickle)
+  arrays = alphafold_npz.flat_keys(tree)
+  progress(f'{len(arrays)} tensors, {sum(a.size for a in arrays.values()):,} parameters fit '
+           f'{preset_name}; writing {args.dst}')
+  formats.save_params(tree, args.dst, preset=preset_name, overwrite=args.overwrite,
+                      model_config=config.model)
   progress('done')
 
 
@@ -273,6 +283,33 @@ def _parity(args: argparse.Namespace) -> int:
   return 1 if failed else 0
 
 
+def _parity_openfold(args: argparse.Namespace) -> int:
+  from jaxfold.parity import openfold_fixture  # pylint: disable=import-outside-toplevel
+  from jaxfold.parity.alphafold_model import format_table  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update('jax_default_matmul_precision', 'highest')
+  progress = _Progress(args.quiet)
+  state_dict = None
+  if args.checkpoint:
+    from jaxfold.convert.openfold_pt import read_openfold  # pylint: disable=import-outside-toplevel
+    progress(f'weights: {args.checkpoint}')
+    state_dict, _ = read_openfold(args.checkpoint)
+  if args.report:
+    _check_parent(args.report)
+  result = openfold_fixture.compare(args.fixture, state_dict, progress=progress)
+  print(f'jaxfold vs OpenFold (recorded in {result.fixture}): {result.preset}, '
+        f'{result.num_residues} residues, {result.num_iterations} iterations '
+        f'({result.num_iterations - 1} recycling), float32')
+  print(format_table(result.rows))
+  failed = [r.name for r in result.rows if not r.passed]
+  print(f'{len(result.rows) - len(failed)}/{len(result.rows)} rows within tolerance'
+        + (f'; FAILED: {", ".join(failed)}' if failed else ''))
+  if args.report:
+    _write_json(args.report, result.report())
+    print(f'report: {args.report}')
+  return 1 if failed else 0
+
+
 def _check_parent(path: str) -> None:
   parent = pathlib.Path(path).resolve().parent
   if not parent.is_dir():
@@ -300,13 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest='command', required=True)
 
   convert = commands.add_parser(
-      'convert', help='convert weights between AlphaFold .npz and jaxfold checkpoints',
-      description='Format from the path: a .npz file is AlphaFold\'s, a directory is a jaxfold '
-                  '(orbax) checkpoint. Both sides are validated against the preset\'s schema.')
-  convert.add_argument('src', help='AlphaFold params_<preset>.npz or jaxfold checkpoint directory')
-  convert.add_argument('dst', help='output .npz or checkpoint directory (must not exist)')
+      'convert', help='convert weights between AlphaFold .npz, OpenFold .pt/.ckpt and jaxfold '
+                      'checkpoints',
+      description='Format from the path: a .npz file is AlphaFold\'s, a .pt/.pth/.ckpt file '
+                  'OpenFold\'s (a state dict, or a PyTorch Lightning checkpoint whose EMA '
+                  'weights are read by default), a directory a jaxfold (orbax) checkpoint. '
+                  'Every pair converts; the source is checked against the preset\'s keys and '
+                  'shapes before anything is written, and the output appears whole or not at '
+                  'all. OpenFold files need PyTorch: pip install \'jaxfold[torch]\'.')
+  convert.add_argument('src', help='AlphaFold params_<preset>.npz, OpenFold .pt/.ckpt, or '
+                                   'jaxfold checkpoint directory')
+  convert.add_argument('dst', help='output .npz, .pt (OpenFold state dict) or checkpoint '
+                                   'directory (must not exist)')
   convert.add_argument('--preset', choices=PRESETS,
-                       help='model preset (required for a .npz source; a checkpoint records it)')
+                       help='model preset (required for a .npz or OpenFold source; a jaxfold '
+                            'checkpoint records it)')
+  convert.add_argument('--ema', action=argparse.BooleanOptionalAction, default=None,
+                       help='of a Lightning .ckpt, read the EMA weights (--ema) or the trained '
+                            'ones (--no-ema); default: EMA when present')
+  convert.add_argument('--trust-pickle', action='store_true',
+                       help='let PyTorch unpickle any object in an OpenFold file (it can run '
+                            'code: only for files from a trusted source)')
   convert.add_argument('--overwrite', action='store_true', help='replace an existing DST')
   convert.set_defaults(run=_convert)
 
@@ -402,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help='also run jaxfold in bfloat16 and print its drift from float32')
   alphafold.add_argument('--report', help='write every row with its numbers to this JSON file')
   alphafold.set_defaults(run=_parity)
+  openfold = references.add_parser(
+      'openfold', help='against a recorded OpenFold run (shared/fixtures/openfold/<set>)',
+      description='Runs jaxfold with OpenFold\'s weights on the inputs of a recorded OpenFold '
+                  'run and compares every recorded output: each module fed its recorded '
+                  'inputs, and the whole model end to end. Exit status 1 when a row is beyond '
+                  'tolerance.')
+  openfold.add_argument('--fixture', required=True,
+                        help='fixture directory (manifest.json, inputs.npz, outputs.npz)')
+  openfold.add_argument('--checkpoint', help='OpenFold .pt/.ckpt holding the run\'s weights '
+                                             '(default: regenerated from the manifest\'s names '
+                                             'by the fixture\'s rule; no torch needed)')
+  openfold.add_argument('--report', help='write every row with its numbers to this JSON file')
+  openfold.set_defaults(run=_parity_openfold)
   return parser
 
 

@@ -1,8 +1,10 @@
 """Reading and writing parameters in whichever format a path names.
 
-A path ending in '.npz' is DeepMind AlphaFold's parameter file (`alphafold_npz`); a directory
-is a jaxfold checkpoint (`checkpoint`). DESIGN.md's `jaxfold convert SRC DST` uses the same
-rule; OpenFold's '.pt'/'.ckpt' files are converted elsewhere and refused here.
+A path ending in '.npz' is DeepMind AlphaFold's parameter file (`alphafold_npz`); one ending
+in '.pt', '.pth' or '.ckpt' is OpenFold's PyTorch file (`openfold_pt`, its keys mapped by
+`openfold_keys`); a directory is a jaxfold checkpoint (`checkpoint`). DESIGN.md's
+`jaxfold convert SRC DST` uses the same rule. Only a jaxfold checkpoint records its preset;
+the other two need the model configuration to be named.
 """
 
 from collections.abc import Mapping
@@ -12,33 +14,48 @@ from typing import Any
 
 from jaxfold.convert import alphafold_npz
 from jaxfold.convert import checkpoint
+from jaxfold.convert import openfold_keys
+from jaxfold.convert import openfold_pt
+from jaxfold.model import config as config_lib
 
-_ACCEPTED = "an AlphaFold '.npz' parameter file or a jaxfold checkpoint directory"
-_OPENFOLD_SUFFIXES = ('.pt', '.pth', '.ckpt')
+_ACCEPTED = ("an AlphaFold '.npz' parameter file, an OpenFold '.pt'/'.ckpt' file or a jaxfold "
+             "checkpoint directory")
 
 
 def load_params(path: str | os.PathLike,
                 expected: Mapping[str, tuple[int, ...]] | None = None, *,
-                schema_name: str = 'the expected parameters') -> tuple[dict, str | None]:
-  """Reads parameters from an AlphaFold .npz or a jaxfold checkpoint directory.
+                schema_name: str = 'the expected parameters',
+                model_config: config_lib.ModelConfig | None = None, ema: bool | None = None,
+                trusted: bool = False) -> tuple[dict, str | None]:
+  """Reads parameters from an AlphaFold .npz, an OpenFold file or a jaxfold checkpoint.
 
   Args:
-    path: a '.npz' file or a checkpoint directory.
+    path: a '.npz' file, a '.pt'/'.pth'/'.ckpt' file or a checkpoint directory.
     expected: {AlphaFold key: shape} the parameters must match exactly; None accepts any.
-    schema_name: names `expected` in error messages.
+    schema_name: names `expected` (or `model_config`) in error messages.
+    model_config: the network an OpenFold file belongs to (its keys are mapped through it);
+      required for OpenFold files, unused otherwise.
+    ema: for an OpenFold checkpoint, True/False reads the EMA/trained weights, None the EMA
+      weights when present (see `openfold_pt.read_openfold`).
+    trusted: let torch unpickle any object in an OpenFold file (only for trusted files).
 
   Returns:
     (params, preset): the nested jaxfold tree of numpy arrays, and the checkpoint's preset
-    (None for an .npz, which does not record it).
+    (None for an .npz or OpenFold file, which do not record it).
 
   Raises:
     FileNotFoundError: nothing at `path`.
-    ValueError: `path` is neither format, or is unreadable (see `read_npz`, `read_checkpoint`).
-    SchemaError: the tensors differ from `expected`.
+    ValueError: `path` is none of the formats, is unreadable, or is an OpenFold file and
+      `model_config` is None.
+    SchemaError: the tensors differ from `expected` (or, for an OpenFold file, from
+      `model_config`'s; the message then names a preset the keys fit, if one does).
+    TorchMissingError: an OpenFold file, and torch is not installed.
   """
   path = pathlib.Path(path)
   if path.suffix.lower() == '.npz':
     return alphafold_npz.read_npz(path, expected, schema_name=schema_name), None
+  if openfold_pt.is_openfold_path(path):
+    return _read_openfold(path, expected, schema_name, model_config, ema, trusted), None
   if path.is_dir():
     params, document = checkpoint.read_checkpoint(path, expected, schema_name=schema_name)
     return params, document['preset']
@@ -58,31 +75,53 @@ def checkpoint_preset(path: str | os.PathLike) -> str:
 
 
 def save_params(tree: Mapping, path: str | os.PathLike, *, preset: str,
-                metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
-  """Writes parameters as an AlphaFold .npz or a jaxfold checkpoint directory, atomically.
+                metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
+                model_config: config_lib.ModelConfig | None = None) -> None:
+  """Writes parameters as an AlphaFold .npz, an OpenFold .pt or a jaxfold checkpoint, atomically.
 
   Args:
     tree: nested jaxfold parameters.
-    path: ending in '.npz' writes AlphaFold's format (which cannot record `preset` or
-      `metadata`); any other path becomes a jaxfold checkpoint directory.
+    path: ending in '.npz' writes AlphaFold's format, in '.pt'/'.pth'/'.ckpt' OpenFold's plain
+      state dict (neither records `preset` or `metadata`); any other path becomes a jaxfold
+      checkpoint directory.
     preset: the model preset, e.g. 'model_1_ptm'.
     metadata: JSON-serialisable facts kept in a checkpoint (e.g. the file it came from).
-    overwrite: replace an existing .npz file or jaxfold checkpoint at `path`.
+    overwrite: replace an existing file or jaxfold checkpoint at `path`.
+    model_config: the network, for OpenFold's key names; default: `preset`'s.
 
   Raises:
     FileExistsError: `path` exists and `overwrite` is False.
-    ValueError: `path` names an OpenFold file, or the tree cannot be written (see
-      `write_npz`, `save_checkpoint`).
+    ValueError: the tree cannot be written (see `write_npz`, `write_openfold`,
+      `save_checkpoint`), or does not fit `model_config` (OpenFold).
+    TorchMissingError: an OpenFold path, and torch is not installed.
   """
   path = pathlib.Path(path)
-  suffix = path.suffix.lower()
-  if suffix in _OPENFOLD_SUFFIXES:
-    raise ValueError(f'{path}: {suffix} is an OpenFold format, not written here; write '
-                     f'{_ACCEPTED}')
-  if suffix != '.npz':
+  is_openfold = openfold_pt.is_openfold_path(path)
+  if not is_openfold and path.suffix.lower() != '.npz':
     checkpoint.save_checkpoint(path, tree, preset=preset, metadata=metadata, overwrite=overwrite)
     return
   if os.path.lexists(path) and not (overwrite and path.is_file()):
     raise FileExistsError(f'{path}: already exists; pass overwrite=True to replace it'
                           if not overwrite else f'{path}: already exists and is not a file')
-  alphafold_npz.write_npz(tree, path)
+  if not is_openfold:
+    alphafold_npz.write_npz(tree, path)
+    return
+  model_config = model_config or config_lib.preset(preset).model
+  openfold_pt.write_openfold(openfold_keys.to_openfold(tree, model_config), path)
+
+
+def _read_openfold(path: pathlib.Path, expected: Mapping[str, tuple[int, ...]] | None,
+                   schema_name: str, model_config: config_lib.ModelConfig | None,
+                   ema: bool | None, trusted: bool) -> dict:
+  """An OpenFold file as a jaxfold tree (a misfit names the preset the keys fit)."""
+  state_dict, _ = openfold_pt.read_openfold(path, ema=ema, trusted=trusted)
+  if model_config is None:
+    fits = openfold_keys.suggest_preset(state_dict)
+    raise ValueError(f'{path}: an OpenFold file does not say which model it is; pass --preset'
+                     + (f' (its keys fit {fits!r})' if fits else ''))
+  tree = openfold_keys.from_openfold(state_dict, model_config, str(path))
+  if expected is not None:
+    alphafold_npz.check_schema(
+        {key: value.shape for key, value in alphafold_npz.flat_keys(tree).items()}, expected,
+        str(path), schema_name=schema_name)
+  return tree
