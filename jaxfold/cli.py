@@ -271,21 +271,27 @@ def _parity(args: argparse.Namespace) -> int:
       args.preset, num_recycle=args.num_recycle, params=params, batch=batch,
       max_msa_clusters=args.max_msa_clusters, max_extra_msa=args.max_extra_msa,
       bfloat16=args.bfloat16, progress=progress)
-  print(f'jaxfold vs AlphaFold: {result.preset}, {result.num_residues} residues, '
-        f'{result.num_recycle} recycling iterations, float32')
-  print(alphafold_model.format_table(result.rows))
+  return _print_comparison(
+      f'jaxfold vs AlphaFold: {result.preset}, {result.num_residues} residues, '
+      f'{result.num_recycle} recycling iterations, float32', result, args.report)
+
+
+def _print_comparison(title: str, result, report: str | None) -> int:
+  """Prints a parity table and its verdict, writes the report; 1 when a row failed."""
+  from jaxfold.parity.alphafold_model import format_table  # pylint: disable=import-outside-toplevel
+  print(title)
+  print(format_table(result.rows))
   failed = [r.name for r in result.rows if not r.passed]
   print(f'{len(result.rows) - len(failed)}/{len(result.rows)} rows within tolerance'
         + (f'; FAILED: {", ".join(failed)}' if failed else ''))
-  if args.report:
-    _write_json(args.report, result.report())
-    print(f'report: {args.report}')
+  if report:
+    _write_json(report, result.report())
+    print(f'report: {report}')
   return 1 if failed else 0
 
 
 def _parity_openfold(args: argparse.Namespace) -> int:
   from jaxfold.parity import openfold_fixture  # pylint: disable=import-outside-toplevel
-  from jaxfold.parity.alphafold_model import format_table  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
   progress = _Progress(args.quiet)
@@ -297,17 +303,10 @@ def _parity_openfold(args: argparse.Namespace) -> int:
   if args.report:
     _check_parent(args.report)
   result = openfold_fixture.compare(args.fixture, state_dict, progress=progress)
-  print(f'jaxfold vs OpenFold (recorded in {result.fixture}): {result.preset}, '
-        f'{result.num_residues} residues, {result.num_iterations} iterations '
-        f'({result.num_iterations - 1} recycling), float32')
-  print(format_table(result.rows))
-  failed = [r.name for r in result.rows if not r.passed]
-  print(f'{len(result.rows) - len(failed)}/{len(result.rows)} rows within tolerance'
-        + (f'; FAILED: {", ".join(failed)}' if failed else ''))
-  if args.report:
-    _write_json(args.report, result.report())
-    print(f'report: {args.report}')
-  return 1 if failed else 0
+  return _print_comparison(
+      f'jaxfold vs OpenFold (recorded in {result.fixture}): {result.preset}, '
+      f'{result.num_residues} residues, {result.num_iterations} iterations '
+      f'({result.num_iterations - 1} recycling), float32', result, args.report)
 
 
 def _check_parent(path: str) -> None:

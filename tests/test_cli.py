@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import pytest
 
+from cli_checks import ERROR_PREFIX, PROGRESS_LINE, assert_fails
 from jaxfold import cli
 from jaxfold.convert import alphafold_npz
 from jaxfold.convert import checkpoint
@@ -43,8 +44,6 @@ BATCH_STEM = 'query73_batch'  # the default prediction name when --name is not g
 NUM_RES = 73
 # Small weights keep every activation of the 48-block Evoformer finite.
 WEIGHT_SCALE = 0.02
-_PROGRESS_LINE = re.compile(r'\[\s*\d+\.\ds\] \S')
-_ERROR_PREFIX = 'jaxfold: error: '
 _FILE_KINDS = ('_unrelaxed.pdb', '_unrelaxed.cif', '_confidence.png')
 _REPRESENTATIONS = {'representations/msa_first_row': (NUM_RES, 256),
                     'representations/pair': (NUM_RES, NUM_RES, 128),
@@ -171,7 +170,7 @@ def test_subcommand_is_required(capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main([])
   assert exit_info.value.code == 2
-  assert _ERROR_PREFIX in capsys.readouterr().err
+  assert ERROR_PREFIX in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ def test_convert_round_trip_is_bit_identical(weights_npz, checkpoint_dir, tmp_pa
   assert status == 0, err
   assert out == ''
   lines = err.splitlines()
-  assert lines and all(_PROGRESS_LINE.match(line) for line in lines), err
+  assert lines and all(PROGRESS_LINE.match(line) for line in lines), err
   assert PRESET in err
   assert _listing(tmp_path) == ['back.npz']  # no temporary file left beside it
   with np.load(weights_npz) as original, np.load(back) as converted:
@@ -221,7 +220,7 @@ def test_predict_reports_progress_on_stderr_only(npz_prediction, checkpoint_pred
   for output, run in (npz_prediction, checkpoint_prediction):
     assert run.stdout == ''
     lines = run.stderr.splitlines()
-    assert all(_PROGRESS_LINE.match(line) for line in lines), run.stderr
+    assert all(PROGRESS_LINE.match(line) for line in lines), run.stderr
     assert f'{NUM_RES} residues, {PRESET}, 1 recycling iterations, float32' in run.stderr
     assert lines[-1].split('] ', 1)[1].startswith('done: mean pLDDT')
     assert str(output) in lines[-1]
@@ -288,21 +287,6 @@ def test_predict_from_checkpoint_gives_identical_outputs(npz_prediction, checkpo
 # Bad input: one error line naming the path, exit status 2, nothing written.
 # ---------------------------------------------------------------------------------------------
 
-def _assert_fails(capsys, argv: list, names: str | os.PathLike) -> str:
-  """Runs `argv` in process; returns the error line after checking how the command failed."""
-  status = cli.main([str(arg) for arg in argv])
-  out, err = capsys.readouterr()
-  lines = err.splitlines()
-  assert status == 2, err
-  assert out == ''
-  errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
-  assert len(errors) == 1 and lines[-1] == errors[0], err
-  # Anything before the error is a progress line.
-  assert all(_PROGRESS_LINE.match(line) for line in lines[:-1]), err
-  assert str(names) in errors[0], errors[0]
-  return errors[0]
-
-
 def _predict_argv(params, batch, output, *extra) -> list:
   return ['predict', '--params', params, '--batch', batch, '--output', output,
           '--num-recycle', '1', *extra]
@@ -318,13 +302,13 @@ def test_missing_params_fails_in_a_subprocess(batch_npz, tmp_path):
   assert done.returncode == 2, done.stderr
   assert done.stdout == ''
   assert len(done.stderr.splitlines()) == 1, done.stderr
-  assert done.stderr.startswith(f'{_ERROR_PREFIX}{missing}: ')
+  assert done.stderr.startswith(f'{ERROR_PREFIX}{missing}: ')
   assert _listing(tmp_path) == []
 
 
 def test_missing_batch_fails(weights_npz, tmp_path, capsys):
   missing = tmp_path / 'batch_missing.npz'
-  _assert_fails(capsys, _predict_argv(weights_npz, missing, tmp_path / 'out', '--preset',
+  assert_fails(capsys, _predict_argv(weights_npz, missing, tmp_path / 'out', '--preset',
                                       PRESET), missing)
   assert _listing(tmp_path) == []
 
@@ -333,7 +317,7 @@ def test_truncated_weights_fail(weights_npz, batch_npz, tmp_path, capsys):
   truncated = tmp_path / 'params_truncated.npz'
   with open(weights_npz, 'rb') as source:
     truncated.write_bytes(source.read(weights_npz.stat().st_size // 2))
-  line = _assert_fails(capsys, _predict_argv(truncated, batch_npz, tmp_path / 'out',
+  line = assert_fails(capsys, _predict_argv(truncated, batch_npz, tmp_path / 'out',
                                              '--preset', PRESET), truncated)
   assert 'not a readable .npz' in line
   assert _listing(tmp_path) == [truncated.name]
@@ -343,7 +327,7 @@ def test_batch_missing_a_feature_fails(weights_npz, batch_npz, tmp_path, capsys)
   incomplete = tmp_path / 'batch_without_msa_feat.npz'
   with np.load(batch_npz) as batch:
     np.savez(incomplete, **{key: batch[key] for key in batch.files if key != 'msa_feat'})
-  line = _assert_fails(capsys, _predict_argv(weights_npz, incomplete, tmp_path / 'out',
+  line = assert_fails(capsys, _predict_argv(weights_npz, incomplete, tmp_path / 'out',
                                              '--preset', PRESET), incomplete)
   assert line.endswith('missing features for this preset: msa_feat')
   assert _listing(tmp_path) == [incomplete.name]
@@ -354,7 +338,7 @@ def test_weights_of_another_preset_fail(weights_npz, batch_npz, tmp_path, capsys
   found = schema.parameter_shapes(preset(PRESET).model)
   missing = sorted(wanted.keys() - found.keys())
   assert missing and not found.keys() - wanted.keys()
-  line = _assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out',
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out',
                                              '--preset', 'model_1_ptm'), weights_npz)
   assert "preset 'model_1_ptm'" in line
   assert f'{len(missing)} missing ({missing[0]}' in line
@@ -364,14 +348,14 @@ def test_weights_of_another_preset_fail(weights_npz, batch_npz, tmp_path, capsys
 
 
 def test_npz_without_preset_fails(weights_npz, batch_npz, tmp_path, capsys):
-  line = _assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out'),
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out'),
                        weights_npz)
   assert '--preset' in line
   assert _listing(tmp_path) == []
 
 
 def test_checkpoint_with_another_preset_fails(checkpoint_dir, batch_npz, tmp_path, capsys):
-  line = _assert_fails(capsys, _predict_argv(checkpoint_dir, batch_npz, tmp_path / 'out',
+  line = assert_fails(capsys, _predict_argv(checkpoint_dir, batch_npz, tmp_path / 'out',
                                              '--preset', 'model_1_ptm'), checkpoint_dir)
   assert f'holds preset {PRESET!r}, not ' in line
   assert _listing(tmp_path) == []
@@ -390,7 +374,7 @@ def test_existing_output_fails_before_the_model_runs(weights_npz, batch_npz, tmp
   monkeypatch.setattr(formats, 'load_params', must_not_run)
   monkeypatch.setattr(alphafold_module, 'AlphaFold', must_not_run)
 
-  line = _assert_fails(capsys, _predict_argv(weights_npz, batch_npz, output, '--preset', PRESET,
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, output, '--preset', PRESET,
                                              '--name', NAME), existing)
   assert '--overwrite' in line
   assert existing.read_bytes() == b'an earlier prediction'
@@ -410,7 +394,7 @@ def test_convert_to_an_existing_destination_fails(weights_npz, tmp_path, capsys,
     kept = destination / 'notes.txt'
     kept.write_bytes(b'keep me')
   before = _listing(tmp_path)
-  _assert_fails(capsys, ['convert', weights_npz, destination, '--preset', PRESET], destination)
+  assert_fails(capsys, ['convert', weights_npz, destination, '--preset', PRESET], destination)
   assert kept.read_bytes() == b'keep me'
   assert _listing(tmp_path) == before
 
@@ -548,7 +532,7 @@ def test_bad_prediction_inputs_fail(case, weights_npz, tmp_path, shared_dir, cap
     source[1].write_bytes(b'not a pickle')
   names = {'no_msa_dir': fasta, 'missing_msa_dir': msa_dir, 'unknown_residue': fasta,
            'other_protein': query / 'uniref90_hits.sto', 'garbage_features': source[1]}[case]
-  error = _assert_fails(capsys, ['predict', '--params', weights_npz, '--preset', PRESET,
+  error = assert_fails(capsys, ['predict', '--params', weights_npz, '--preset', PRESET,
                                  *source, '--output', tmp_path / 'out'], names)
   if case == 'unknown_residue':
     assert "unknown residue 'J' at position 4" in error
@@ -558,6 +542,6 @@ def test_bad_prediction_inputs_fail(case, weights_npz, tmp_path, shared_dir, cap
 def test_data_features_bad_input_writes_nothing(tmp_path, capsys):
   fasta = tmp_path / 'empty.fasta'
   fasta.write_text('')
-  _assert_fails(capsys, ['data', 'features', '--fasta', fasta, '--msa-dir', tmp_path,
+  assert_fails(capsys, ['data', 'features', '--fasta', fasta, '--msa-dir', tmp_path,
                          '--output', tmp_path / 'features.pkl'], fasta)
   assert _listing(tmp_path) == ['empty.fasta']

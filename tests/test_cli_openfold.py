@@ -17,25 +17,11 @@ import sys
 import numpy as np
 import pytest
 
+from cli_checks import assert_fails
 from jaxfold import cli
 from jaxfold.convert import openfold_keys
 from jaxfold.convert import openfold_pt
 from jaxfold.model.config import preset, reduced
-
-_ERROR_PREFIX = 'jaxfold: error: '
-
-
-def _assert_fails(capsys, argv: list, names: str | os.PathLike) -> str:
-  """Runs `argv` in process; returns its one error line after checking how it failed."""
-  status = cli.main([str(arg) for arg in argv])
-  out, err = capsys.readouterr()
-  lines = err.splitlines()
-  assert status == 2, err
-  assert out == ''
-  errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
-  assert len(errors) == 1 and lines[-1] == errors[0], err
-  assert str(names) in errors[0], errors[0]
-  return errors[0]
 
 
 def _listing(directory: pathlib.Path) -> list[str]:
@@ -86,7 +72,7 @@ def test_convert_between_every_pair_of_formats(shared_dir, tmp_path, capsys):
 
 def test_wrong_preset_lists_the_misfit_and_names_the_preset_that_fits(reduced_ptm, tmp_path,
                                                                        capsys):
-  line = _assert_fails(capsys, ['convert', reduced_ptm, tmp_path / 'out.npz', '--preset',
+  line = assert_fails(capsys, ['convert', reduced_ptm, tmp_path / 'out.npz', '--preset',
                                 'model_1'], reduced_ptm)
   assert 'missing (evoformer.blocks.10.' in line
   assert '2 unexpected (aux_heads.tm.linear.bias, aux_heads.tm.linear.weight)' in line
@@ -95,7 +81,7 @@ def test_wrong_preset_lists_the_misfit_and_names_the_preset_that_fits(reduced_pt
 
 
 def test_openfold_source_without_preset_names_the_one_it_fits(reduced_ptm, tmp_path, capsys):
-  line = _assert_fails(capsys, ['convert', reduced_ptm, tmp_path / 'ckpt'], reduced_ptm)
+  line = assert_fails(capsys, ['convert', reduced_ptm, tmp_path / 'ckpt'], reduced_ptm)
   assert line.endswith("does not say which model it is; pass --preset (its keys fit "
                        "'model_1_ptm')")
   assert _listing(tmp_path) == []
@@ -108,12 +94,12 @@ def test_damaged_and_missing_sources_fail_before_writing(tmp_path, capsys):
   truncated.write_bytes(truncated.read_bytes()[:100])
   out = tmp_path / 'out'
   out.mkdir()
-  line = _assert_fails(capsys, ['convert', truncated, out / 'x.npz', '--preset', 'model_1_ptm'],
+  line = assert_fails(capsys, ['convert', truncated, out / 'x.npz', '--preset', 'model_1_ptm'],
                        truncated)
   assert 'not a readable PyTorch file, truncated or damaged' in line
-  _assert_fails(capsys, ['convert', tmp_path / 'absent.pt', out / 'x.npz'], 'absent.pt')
+  assert_fails(capsys, ['convert', tmp_path / 'absent.pt', out / 'x.npz'], 'absent.pt')
   # predict reads --params through the same loader.
-  line = _assert_fails(capsys, ['predict', '--params', truncated, '--preset', 'model_1_ptm',
+  line = assert_fails(capsys, ['predict', '--params', truncated, '--preset', 'model_1_ptm',
                                 '--batch', truncated, '--output', out / 'prediction'], truncated)
   assert 'not a readable PyTorch file' in line
   assert _listing(out) == []
@@ -123,11 +109,11 @@ def test_ema_choice_and_existing_destination(tmp_path, capsys):
   import torch  # pylint: disable=import-outside-toplevel
   ckpt = tmp_path / 'last.ckpt'
   torch.save({'state_dict': {'model.a.weight': torch.ones(2, 2)}}, ckpt)
-  line = _assert_fails(capsys, ['convert', ckpt, tmp_path / 'x.npz', '--preset', 'model_1_ptm',
+  line = assert_fails(capsys, ['convert', ckpt, tmp_path / 'x.npz', '--preset', 'model_1_ptm',
                                 '--ema'], ckpt)
   assert 'holds no EMA weights' in line and '--no-ema' in line
   (tmp_path / 'x.npz').write_bytes(b'keep')
-  line = _assert_fails(capsys, ['convert', ckpt, tmp_path / 'x.npz', '--no-ema'], 'x.npz')
+  line = assert_fails(capsys, ['convert', ckpt, tmp_path / 'x.npz', '--no-ema'], 'x.npz')
   assert '--overwrite' in line and (tmp_path / 'x.npz').read_bytes() == b'keep'
   assert _listing(tmp_path) == ['last.ckpt', 'x.npz']
 
