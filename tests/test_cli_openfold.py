@@ -9,7 +9,6 @@ written.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
