@@ -368,9 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                   '(--fasta, --msa-dir, optionally --mmcif-dir for templates), AlphaFold\'s raw '
                   'features (--features features.pkl), or processed features (--batch).')
   predict.add_argument('--params', required=True,
-                       help='AlphaFold .npz or jaxfold checkpoint directory')
+                       help='AlphaFold .npz, OpenFold .pt/.ckpt or jaxfold checkpoint directory')
   predict.add_argument('--preset', choices=PRESETS,
-                       help='model preset (required for a .npz; a checkpoint records it)')
+                       help='model preset (required for a .npz or .pt/.ckpt; a jaxfold '
+                            'checkpoint records it)')
   source = predict.add_mutually_exclusive_group(required=True)
   source.add_argument('--fasta', help='FASTA file of one protein sequence (needs --msa-dir)')
   source.add_argument('--features', help='raw features: the features.pkl AlphaFold or '
