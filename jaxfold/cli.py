@@ -80,8 +80,9 @@ def _convert(args: argparse.Namespace) -> None:
   progress('done')
 
 
-def _read_batch(path: str) -> dict[str, np.ndarray]:
-  """A processed batch saved with np.savez: AlphaFold's feature names, leading recycle axis."""
+def _read_batch(path: str, layout: str = 'alphafold') -> dict[str, np.ndarray]:
+  """A processed batch saved with np.savez, in AlphaFold's layout (leading recycle axis) or
+  OpenFold's (recycling axis last), returned in AlphaFold's."""
   source = pathlib.Path(path)
   if not source.is_file():
     raise FileNotFoundError(f'{source}: no such file')
@@ -90,29 +91,10 @@ def _read_batch(path: str) -> dict[str, np.ndarray]:
       batch = {k: data[k] for k in data.files}
   except Exception as e:  # zipfile / pickle / format errors: all mean an unreadable batch
     raise ValueError(f'{source}: not a readable .npz batch ({type(e).__name__}: {e})') from e
-  if 'aatype' not in batch or batch['aatype'].ndim != 2:
-    raise ValueError(f'{source}: expected processed features with a leading recycle axis '
-                     f"('aatype' [N_slices, N_res]); got "
-                     f"{batch['aatype'].shape if 'aatype' in batch else 'no aatype'}")
+  if layout == 'openfold':
+    from jaxfold.convert import openfold_batch  # pylint: disable=import-outside-toplevel
+    batch = openfold_batch.from_openfold(batch, str(source))
   return batch
-
-
-def _check_batch(batch: dict[str, np.ndarray], model_config, source: str) -> None:
-  """Every feature the model reads is present with the right per-residue shape."""
-  from jaxfold.model.alphafold import feature_shapes  # pylint: disable=import-outside-toplevel
-  slices, num_res = batch['aatype'].shape
-  num_seq = batch['msa_feat'].shape[1] if 'msa_feat' in batch else 1
-  num_extra = batch['extra_msa'].shape[1] if 'extra_msa' in batch else 1
-  num_templates = batch['template_mask'].shape[1] if 'template_mask' in batch else 4
-  expected = feature_shapes(model_config, num_res, num_seq, num_extra, num_templates, slices)
-  missing = sorted(set(expected) - set(batch))
-  if missing:
-    raise ValueError(f'{source}: missing features for this preset: {", ".join(missing)}')
-  wrong = [f'{k} {batch[k].shape} {batch[k].dtype} (expected {v.shape} {v.dtype})'
-           for k, v in expected.items()
-           if batch[k].shape != v.shape or np.dtype(batch[k].dtype).kind != np.dtype(v.dtype).kind]
-  if wrong:
-    raise ValueError(f'{source}: features of the wrong shape or type: {"; ".join(wrong)}')
 
 
 def _read_features(path: str) -> dict[str, np.ndarray]:
@@ -158,12 +140,10 @@ def _data_config(config, args: argparse.Namespace):
 def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
                       progress: '_Progress') -> dict[str, np.ndarray]:
   """The processed batch of --batch, --features or --fasta."""
+  from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
   if args.batch:
-    batch = _read_batch(args.batch)
-    _check_batch(batch, config.model, args.batch)
-    return batch
+    return model_features(_read_batch(args.batch, args.batch_layout), config.model, args.batch)
   from jaxfold.data import processing  # pylint: disable=import-outside-toplevel
-  from jaxfold.model.alphafold import feature_shapes  # pylint: disable=import-outside-toplevel
   if args.features:
     raw, source = _read_features(args.features), args.features
   else:
@@ -171,8 +151,7 @@ def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
   batch = processing.process_features(raw, _data_config(config, args), mode='eval',
                                       seed=args.seed, num_recycle=num_recycle, source=source)
   # The model reads these; the rest (labels, BERT targets, ...) stays out of the jit.
-  batch = {k: batch[k] for k in feature_shapes(config.model, 1, 1, 1)}
-  _check_batch(batch, config.model, source)
+  batch = model_features(batch, config.model, source)
   progress(f'processed features: {batch["msa_feat"].shape[1]} MSA clusters, '
            f'{batch["extra_msa"].shape[1]} extra sequences (seed {args.seed})')
   return batch
@@ -264,7 +243,12 @@ def _parity(args: argparse.Namespace) -> int:
     from jaxfold.convert.haiku_tree import to_haiku  # pylint: disable=import-outside-toplevel
     params = to_haiku(tree, root='alphafold')
   if args.batch:
-    batch = _read_batch(args.batch)
+    from jaxfold.convert.openfold_batch import TEMPLATE_TORSION_FEATURES  # pylint: disable=import-outside-toplevel
+    from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
+    batch = model_features(_read_batch(args.batch, args.batch_layout),
+                           _preset(args.preset).model, args.batch)
+    # AlphaFold computes template torsion angles from the atoms: so does jaxfold here.
+    batch = {k: v for k, v in batch.items() if k not in TEMPLATE_TORSION_FEATURES}
   if args.report:
     _check_parent(args.report)
   result = alphafold_model.compare(
@@ -329,6 +313,14 @@ def _add_alignment_arguments(parser: argparse.ArgumentParser, required: bool) ->
                                                   'date (YYYY-MM-DD)')
 
 
+def _add_batch_layout_argument(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+      '--batch-layout', choices=('alphafold', 'openfold'), default='alphafold',
+      help='layout of --batch: alphafold (AlphaFold\'s names, leading recycle axis; default) '
+           'or openfold (OpenFold\'s FeaturePipeline output, recycling axis last; its '
+           'precomputed template torsion angles are used as OpenFold uses them)')
+
+
 def build_parser() -> argparse.ArgumentParser:
   from jaxfold.model.config import PRESETS  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(prog='jaxfold', description=__doc__.splitlines()[0])
@@ -376,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
   source.add_argument('--fasta', help='FASTA file of one protein sequence (needs --msa-dir)')
   source.add_argument('--features', help='raw features: the features.pkl AlphaFold or '
                                          '`jaxfold data features` writes')
-  source.add_argument('--batch',
-                      help='processed features (.npz, AlphaFold names, leading recycle axis)')
+  source.add_argument('--batch', help='processed features (.npz; layout: --batch-layout)')
+  _add_batch_layout_argument(predict)
   _add_alignment_arguments(predict, required=False)
   predict.add_argument('--max-msa-clusters', type=int,
                        help='MSA clusters (default: the preset\'s, 512; --fasta / --features)')
@@ -444,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
   alphafold.add_argument('--params', help='AlphaFold .npz or jaxfold checkpoint '
                                           '(default: perturbed random weights)')
   alphafold.add_argument('--batch', help='processed features .npz (default: query73)')
+  _add_batch_layout_argument(alphafold)
   alphafold.add_argument('--num-recycle', type=int, default=2)
   alphafold.add_argument('--max-msa-clusters', type=int,
                          help='MSA clusters of the default batch (default: the preset\'s, 512)')

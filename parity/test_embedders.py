@@ -85,8 +85,8 @@ def test_extra_msa_embedder(parity, reference):
 def test_template_torsion_embedder(parity, reference):
   batch, variables, captures = reference
   rows, mask = jax.jit(TemplateTorsionEmbedder().apply)(
-      variables, batch['template_aatype'], batch['template_all_atom_positions'],
-      batch['template_all_atom_masks'])
+      variables, {k: batch[k] for k in ('template_aatype', 'template_all_atom_positions',
+                                        'template_all_atom_masks')})
   num_seq = batch['msa_feat'].shape[0]
   evoformer_input = captures['evoformer_iteration']
   parity.check('template torsion rows', rows, evoformer_input['activations']['msa'][num_seq:])

@@ -19,27 +19,6 @@ from jaxfold.parity.alphafold_model import format_table
 FULL = 'fixtures/openfold/model_1_ptm_full'
 SMALL = 'fixtures/openfold/small'
 
-# Known jaxfold defect, not a tolerance question: compiled, atom37_to_torsion_angles returns
-# (sin, cos) = (-0.96, -0.15) for the pre-omega angle of the first residue after a template
-# gap (the previous residue's atoms absent, all at the origin: a 0/0 dihedral), where OpenFold
-# and eager jaxfold give (0, 0). The angle is masked, but AlphaFold and OpenFold feed sin/cos
-# unmasked to template_single_embedding, so that template MSA row differs by 0.32 and the
-# difference spreads through the Evoformer (end to end 1.45 Å). With OpenFold's own torsion
-# features substituted, end to end agrees within 8.8e-4 Å. Strict: the marks must go once
-# jaxfold.common.all_atom gives the degenerate angle its exact value.
-TORSION_DEFECT = pytest.mark.xfail(
-    strict=True, reason='jaxfold.common.all_atom.atom37_to_torsion_angles: compiled, the '
-                        'degenerate pre-omega after a template gap is (-0.96, -0.15), not (0, 0)')
-# The rows that the defect decides, in either set (all others must pass): the template rows
-# of the MSA built from the torsion angles, and what the whole model computes from them.
-TORSION_DEFECT_ROWS = {'inputs/template/torsion_angles_sin_cos',
-                       'inputs/template/alt_torsion_angles_sin_cos',
-                       'iter0/template_embedder.template_single_embedder',
-                       'iter1/template_embedder.template_single_embedder',
-                       'end to end/final_atom_positions', 'end to end/plddt',
-                       'end to end/predicted_aligned_error'}
-
-
 def _report(result: openfold_fixture.Comparison) -> None:
   print(f'\n{result.fixture}: {result.preset}, {result.num_residues} residues, '
         f'{result.num_iterations} iterations, seconds {result.seconds}')
@@ -51,7 +30,7 @@ def test_batch_is_openfolds_inputs_in_alphafold_layout(shared_dir):
   config = openfold_fixture.fixture_config(fixture.manifest).model
   batch = openfold_fixture.batch_from_openfold(fixture.inputs, config)
   expected = feature_shapes(config, num_res=48, num_seq=16, num_extra=32, num_templates=2,
-                            num_slices=2)
+                            num_slices=2, template_torsions=True)
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
       k: (s.shape, s.dtype) for k, s in expected.items()}
   # Recycling iteration r is OpenFold's last-axis slice r; the MSA is resampled per iteration.
@@ -60,10 +39,11 @@ def test_batch_is_openfolds_inputs_in_alphafold_layout(shared_dir):
     np.testing.assert_array_equal(batch['extra_msa'][r], fixture.inputs['extra_msa'][..., r])
     np.testing.assert_array_equal(batch['template_all_atom_masks'][r],
                                   fixture.inputs['template_all_atom_mask'][..., r])
+    np.testing.assert_array_equal(batch['template_torsion_angles_sin_cos'][r],
+                                  fixture.inputs['template_torsion_angles_sin_cos'][..., r])
   assert not np.array_equal(batch['msa_feat'][0], batch['msa_feat'][1])
 
 
-@TORSION_DEFECT
 def test_template_torsion_angles_agree_with_openfolds_features(shared_dir, parity):
   fixture = openfold_fixture.load_fixture(shared_dir / FULL)
   config = openfold_fixture.fixture_config(fixture.manifest).model
@@ -93,10 +73,7 @@ def test_small_config_has_the_manifests_parameters(shared_dir):
 def test_small_set_every_recorded_output(shared_dir, parity):
   result = openfold_fixture.compare(shared_dir / SMALL)
   _report(result)
-  parity.record([r for r in result.rows if r.name not in TORSION_DEFECT_ROWS])
-  failing = {r.name for r in result.rows if not r.passed}
-  assert failing <= TORSION_DEFECT_ROWS, sorted(failing - TORSION_DEFECT_ROWS)
-  assert 'iter1/template_embedder.template_single_embedder' in failing  # the defect, still
+  parity.record(result.rows)
 
 
 @pytest.mark.slow
@@ -109,12 +86,7 @@ def test_full_model_1_ptm_every_recorded_output(shared_dir, parity):
                    'end to end/final_atom_positions', 'end to end/ptm_score',
                    'final/plddt (from final logits)'):
     assert expected in names
-  parity.record([r for r in result.rows if r.name not in TORSION_DEFECT_ROWS])
-  failing = {r.name for r in result.rows if not r.passed}
-  assert failing <= TORSION_DEFECT_ROWS, sorted(failing - TORSION_DEFECT_ROWS)
-  # Once the torsion defect is fixed this fails: then empty TORSION_DEFECT_ROWS and remove
-  # TORSION_DEFECT.
-  assert 'iter0/template_embedder.template_single_embedder' in failing
+  parity.record(result.rows)
 
 
 def test_missing_fixture_file_is_named(tmp_path):

@@ -544,3 +544,10 @@ def test_data_features_bad_input_writes_nothing(tmp_path, capsys):
   assert_fails(capsys, ['data', 'features', '--fasta', fasta, '--msa-dir', tmp_path,
                          '--output', tmp_path / 'features.pkl'], fasta)
   assert _listing(tmp_path) == ['empty.fasta']
+
+
+def test_alphafold_layout_batch_read_as_openfolds_fails(weights_npz, batch_npz, tmp_path, capsys):
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out', '--preset',
+                                             PRESET, '--batch-layout', 'openfold'), batch_npz)
+  assert 'does not end in the recycling axis' in line and 'OpenFold-layout batch?' in line
+  assert _listing(tmp_path) == []

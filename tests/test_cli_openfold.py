@@ -142,3 +142,36 @@ def test_help_names_every_format(capsys):
   text = ' '.join(capsys.readouterr().out.split())
   for words in ('.npz', '.pt/.ckpt', 'jaxfold[torch]', '--ema, --no-ema', '--trust-pickle'):
     assert words in text, words
+
+
+@pytest.mark.slow
+def test_predict_with_openfold_weights_and_batch_reproduces_openfold(shared_dir, tmp_path,
+                                                                     capsys):
+  """OpenFold's weights (.pt) and OpenFold's own batch, as a user passes them to predict:
+  the prediction is the one OpenFold recorded (shared/fixtures/openfold/model_1_ptm_full)."""
+  fixture = shared_dir / 'fixtures' / 'openfold' / 'model_1_ptm_full'
+  manifest = json.loads((fixture / 'manifest.json').read_text())['state_dict']
+  weights = tmp_path / 'openfold_model_1_ptm.pt'
+  openfold_pt.write_openfold(openfold_keys.rule_weights(manifest), weights)
+  status = cli.main(['predict', '--params', str(weights), '--preset', 'model_1_ptm',
+                     '--batch', str(fixture / 'inputs.npz'), '--batch-layout', 'openfold',
+                     '--num-recycle', '1', '--output', str(tmp_path / 'out'), '--name', 'q'])
+  _, err = capsys.readouterr()
+  assert status == 0, err
+  assert 'predicting q: 48 residues, model_1_ptm, 1 recycling iterations' in err
+  recorded = np.load(fixture / 'outputs.npz')
+  with np.load(tmp_path / 'out' / 'outputs.npz') as ours:
+    mask = recorded['final/final_atom_mask'][..., None]
+    measured = {
+        'final_atom_positions (Å)': np.abs(ours['final_atom_positions'] * mask
+                                           - recorded['final/final_atom_positions'] * mask),
+        'plddt': np.abs(ours['plddt'] - recorded['final/plddt']),
+        'predicted_aligned_error (Å)': np.abs(ours['predicted_aligned_error']
+                                              - recorded['final/predicted_aligned_error']),
+        'ptm': np.abs(ours['ptm'] - recorded['final/ptm_score']),
+    }
+  print('\npredict (OpenFold .pt, OpenFold batch) vs OpenFold, max |Δ|: ' + ', '.join(
+      f'{name} {value.max():.2e}' for name, value in measured.items()))
+  assert measured['final_atom_positions (Å)'].max() <= 0.05
+  for name in ('plddt', 'predicted_aligned_error (Å)', 'ptm'):
+    assert measured[name].max() <= 0.01, name

@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxfold.model import confidence
 from jaxfold.model.config import ModelConfig
@@ -34,6 +35,7 @@ from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.heads import (DistogramHead, ExperimentallyResolvedHead, MaskedMsaHead,
                                  PredictedAlignedErrorHead, PredictedLddtHead)
 from jaxfold.model.structure_module import StructureModule
+from jaxfold.model.template_embedding import TORSION_FEATURES
 from jaxfold.model.trunk import EmbeddingsAndEvoformer
 
 PREV_KEYS = ('prev_pos', 'prev_msa_first_row', 'prev_pair')
@@ -175,11 +177,13 @@ class AlphaFold(nn.Module):
 
 
 def feature_shapes(config: ModelConfig, num_res: int, num_seq: int, num_extra: int,
-                   num_templates: int = 4, num_slices: int = 1
-                   ) -> dict[str, jax.ShapeDtypeStruct]:
+                   num_templates: int = 4, num_slices: int = 1,
+                   template_torsions: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
   """Shape and dtype of every processed feature the model reads, leading axis included.
 
   num_slices: the batch's leading axis, (num_recycle + 1) * num_ensemble.
+  template_torsions: include the optional precomputed template torsion angles
+  (OpenFold's; see `template_embedding.template_torsion_angles`).
   """
   f32, i32 = jnp.float32, jnp.int32
   per_res = {
@@ -202,6 +206,39 @@ def feature_shapes(config: ModelConfig, num_res: int, num_seq: int, num_extra: i
         'template_pseudo_beta': ((t, num_res, 3), f32),
         'template_pseudo_beta_mask': ((t, num_res), f32),
     })
+    if template_torsions:
+      per_res.update({
+          'template_torsion_angles_sin_cos': ((t, num_res, 7, 2), f32),
+          'template_alt_torsion_angles_sin_cos': ((t, num_res, 7, 2), f32),
+          'template_torsion_angles_mask': ((t, num_res, 7), f32),
+      })
   return {k: jax.ShapeDtypeStruct((num_slices,) + shape, dtype)
           for k, (shape, dtype) in per_res.items()}
 
+
+
+def model_features(batch: Mapping[str, np.ndarray], config: ModelConfig, source: str = 'batch'
+                   ) -> dict[str, np.ndarray]:
+  """The features of a processed batch that the model reads, each checked against
+  `feature_shapes` (the batch's own sizes); the optional template torsion angles are kept
+  when present. Raises ValueError naming `source` and every missing or misshaped feature.
+  """
+  if 'aatype' not in batch or np.ndim(batch['aatype']) != 2:
+    raise ValueError(f'{source}: expected processed features with a leading recycle axis '
+                     f"('aatype' [N_slices, N_res]); got "
+                     f"{np.shape(batch['aatype']) if 'aatype' in batch else 'no aatype'}")
+  slices, num_res = batch['aatype'].shape
+  size = lambda key, axis, default: batch[key].shape[axis] if key in batch else default
+  expected = feature_shapes(config, num_res, size('msa_feat', 1, 1), size('extra_msa', 1, 1),
+                            size('template_mask', 1, 4), slices, template_torsions=True)
+  optional = {f'template_{k}' for k in TORSION_FEATURES}
+  missing = sorted(set(expected) - set(batch) - optional)
+  if missing:
+    raise ValueError(f'{source}: missing features for this preset: {", ".join(missing)}')
+  expected = {k: v for k, v in expected.items() if k in batch}
+  wrong = [f'{k} {batch[k].shape} {batch[k].dtype} (expected {v.shape} {v.dtype})'
+           for k, v in expected.items()
+           if batch[k].shape != v.shape or np.dtype(batch[k].dtype).kind != np.dtype(v.dtype).kind]
+  if wrong:
+    raise ValueError(f'{source}: features of the wrong shape or type: {"; ".join(wrong)}')
+  return {k: np.asarray(batch[k], v.dtype) for k, v in expected.items()}

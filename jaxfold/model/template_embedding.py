@@ -35,6 +35,11 @@ TEMPLATE_PAIR_FEATURES = ('template_aatype', 'template_all_atom_positions',
                           'template_all_atom_masks', 'template_pseudo_beta',
                           'template_pseudo_beta_mask')
 
+# Template torsion angles as OpenFold's data pipeline precomputes them, each with the
+# prefix 'template_' in a batch; optional (see `template_torsion_angles`).
+TORSION_FEATURES = ('torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos',
+                    'torsion_angles_mask')
+
 
 @dataclasses.dataclass(frozen=True)
 class TemplateAttentionConfig:
@@ -179,12 +184,35 @@ class TemplateEmbedding(nn.Module):
     return embedding * (jnp.sum(template_mask) > 0).astype(dtype)
 
 
+def template_torsion_angles(templates: Mapping[str, jax.Array],
+                            placeholder_for_undefined: bool = False) -> dict[str, jax.Array]:
+  """The templates' torsion angles: precomputed features when given, else from their atoms.
+
+  AlphaFold computes them inside the model from `template_aatype`,
+  `template_all_atom_positions` and `template_all_atom_masks`; OpenFold's data pipeline
+  computes them beforehand as `template_torsion_angles_sin_cos` [T, N_res, 7, 2],
+  `template_alt_torsion_angles_sin_cos` and `template_torsion_angles_mask` [T, N_res, 7].
+  A batch holding those three is read as it is, so the model sees the numbers OpenFold's
+  model sees. This matters for angles whose atoms are absent (e.g. the pre-omega after a
+  gap): their mask is 0 but their sin/cos still enter the features, and being the angle of
+  a zero-length vector they are rounding noise that differs between implementations.
+  Returns 'torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos', 'torsion_angles_mask'.
+  """
+  if all(f'template_{k}' in templates for k in TORSION_FEATURES):
+    return {k: templates[f'template_{k}'] for k in TORSION_FEATURES}
+  return atom37_to_torsion_angles(
+      templates['template_aatype'], templates['template_all_atom_positions'],
+      templates['template_all_atom_masks'], placeholder_for_undefined=placeholder_for_undefined)
+
+
 class TemplateTorsionEmbedder(ParentScoped):
   """Template torsion angles as extra MSA rows (Suppl. Alg. 2 lines 7-8).
 
-  Inputs: template_aatype [T, N_res], template_all_atom_positions [T, N_res, 37, 3],
-  template_all_atom_masks [T, N_res, 37]. Outputs: rows [T, N_res, msa_channel] and their
-  mask [T, N_res] (the ψ-angle mask: it depends only on one residue's backbone).
+  Inputs: the template features, template_aatype [T, N_res] and either the atoms
+  (template_all_atom_positions [T, N_res, 37, 3], template_all_atom_masks [T, N_res, 37])
+  or precomputed torsion angles (see `template_torsion_angles`). Outputs: rows
+  [T, N_res, msa_channel] and their mask [T, N_res] (the ψ-angle mask: it depends only on
+  one residue's backbone).
   Features (57): aatype one-hot (22), torsion sin/cos (14), alternative torsion sin/cos
   (14), torsion mask (7). Its layers sit in the parent's scope, as in AlphaFold.
   """
@@ -192,13 +220,11 @@ class TemplateTorsionEmbedder(ParentScoped):
   global_config: GlobalConfig = GlobalConfig()
 
   @nn.compact
-  def __call__(self, template_aatype: jax.Array, template_all_atom_positions: jax.Array,
-               template_all_atom_masks: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, templates: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     gc = self.global_config
+    template_aatype = templates['template_aatype']
     num_templates, num_res = template_aatype.shape
-    torsions = atom37_to_torsion_angles(
-        template_aatype, template_all_atom_positions, template_all_atom_masks,
-        placeholder_for_undefined=not gc.zero_init)
+    torsions = template_torsion_angles(templates, placeholder_for_undefined=not gc.zero_init)
     features = jnp.concatenate([
         jax.nn.one_hot(template_aatype, _TEMPLATE_AATYPE_CLASSES),
         torsions['torsion_angles_sin_cos'].reshape(num_templates, num_res, 14),

@@ -7,7 +7,8 @@ Evoformer stack (Alg. 6) and the single representation (Alg. 6 line 12).
 Input: AlphaFold's processed features of one ensemble member (no leading ensemble axis):
 target_feat [N_res, 22], msa_feat [N_seq, N_res, 49], residue_index, seq_mask, aatype
 [N_res], msa_mask [N_seq, N_res], extra_msa / extra_has_deletion / extra_deletion_value /
-extra_msa_mask [N_extra, N_res], template_* [N_templ, ...], prev_pos [N_res, 37, 3],
+extra_msa_mask [N_extra, N_res], template_* [N_templ, ...] (OpenFold's precomputed
+template torsion angles optional: `template_torsion_angles`), prev_pos [N_res, 37, 3],
 prev_msa_first_row [N_res, c_m], prev_pair [N_res, N_res, c_z].
 Output: 'single' [N_res, c_s], 'pair' [N_res, N_res, c_z], 'msa' [N_seq, N_res, c_m],
 'msa_first_row' [N_res, c_m], in float32.
@@ -98,8 +99,7 @@ class EmbeddingsAndEvoformer(nn.Module):
     if c.template.enabled and c.template.embed_torsion_angles:
       # The templates join the MSA as extra rows (Suppl. Alg. 2 lines 7-8).
       template_rows, template_row_mask = TemplateTorsionEmbedder(c.msa_channel, gc)(
-          batch['template_aatype'], batch['template_all_atom_positions'],
-          batch['template_all_atom_masks'])
+          {k: v for k, v in batch.items() if k.startswith('template_')})
       msa = jnp.concatenate([msa, template_rows], axis=0)
       msa_mask = jnp.concatenate([msa_mask, template_row_mask], axis=0)
 

@@ -32,8 +32,9 @@ import numpy as np
 
 from jaxfold.common import all_atom
 from jaxfold.common.geometry import Rigid
+from jaxfold.convert import openfold_batch
 from jaxfold.model import config as model_config
-from jaxfold.model.alphafold import feature_shapes, initial_prev
+from jaxfold.model.alphafold import initial_prev, model_features
 from jaxfold.model.confidence import confidence_metrics
 from jaxfold.model.embedders import ExtraMsaEmbedder, InputEmbedder, RecyclingEmbedder
 from jaxfold.model.evoformer import EvoformerIteration
@@ -201,30 +202,16 @@ def fixture_config(manifest: Mapping[str, Any], source: str = 'manifest.json'
 
 def batch_from_openfold(inputs: Mapping[str, np.ndarray],
                         config: model_config.ModelConfig) -> dict[str, np.ndarray]:
-  """OpenFold's processed batch -> jaxfold's (AlphaFold's layout).
+  """OpenFold's processed batch -> the features jaxfold's model reads, in its layout.
 
-  OpenFold puts the recycling axis last and stores integers as int64; jaxfold reads a
-  leading recycle axis and int32, and the keys `feature_shapes` lists (OpenFold's
-  `template_all_atom_mask` is AlphaFold's `template_all_atom_masks`). OpenFold's
-  precomputed template torsion features are not read: jaxfold computes them from the
-  template atoms (`torsion_rows` measures the two against each other).
+  OpenFold's precomputed template torsion angles are kept, and the model reads them as
+  OpenFold's does (`torsion_rows` measures jaxfold's own angles against them).
   """
-  num_res, num_seq = inputs['aatype'].shape[0], inputs['msa_feat'].shape[0]
-  shapes = feature_shapes(config, num_res, num_seq, inputs['extra_msa'].shape[0],
-                          inputs.get('template_aatype', np.zeros((0,))).shape[0],
-                          inputs['aatype'].shape[-1])
-  renamed = {'template_all_atom_masks': 'template_all_atom_mask'}
-  batch = {}
-  for key, spec in shapes.items():
-    source = renamed.get(key, key)
-    if source not in inputs:
-      raise FixtureError(f'inputs.npz: no feature {source!r}')
-    value = np.moveaxis(inputs[source], -1, 0).astype(spec.dtype)
-    if value.shape != spec.shape:
-      raise FixtureError(f'inputs.npz: feature {source!r} has shape {value.shape} in '
-                         f'AlphaFold layout, expected {spec.shape}')
-    batch[key] = value
-  return batch
+  try:
+    return model_features(openfold_batch.from_openfold(inputs, 'inputs.npz'), config,
+                          'inputs.npz')
+  except ValueError as e:
+    raise FixtureError(str(e)) from e
 
 
 def fixture_weights(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -317,16 +304,23 @@ def _split_7(frames: np.ndarray) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 def torsion_rows(fixture: Fixture, batch: Mapping[str, np.ndarray]) -> list[Row]:
-  """jaxfold's template torsion angles from the template atoms against OpenFold's features."""
-  # Compiled, as inside the model: the angles of absent atoms are ill-conditioned, and
-  # compilation may round them otherwise than eager execution.
+  """jaxfold's template torsion angles from the template atoms against OpenFold's features.
+
+  Angles are compared where OpenFold's mask says they are defined. An undefined angle (its
+  atoms absent, e.g. the pre-omega after a gap) is the direction of a zero-length vector:
+  rounding noise that differs with the order of operations (compiled or eager). The model
+  never has to reproduce it: it reads OpenFold's precomputed angles from the batch.
+  """
+  # Compiled, as inside the model.
   torsions = jax.jit(all_atom.atom37_to_torsion_angles)(
       batch['template_aatype'][0], batch['template_all_atom_positions'][0],
       batch['template_all_atom_masks'][0])
   ref = {k: np.moveaxis(fixture.inputs[f'template_{k}'], -1, 0)[0]
          for k in ('torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos', 'torsion_angles_mask')}
-  return rows('inputs/template', {k: torsions[k] for k in ref}, ref, TORSION_TOLERANCE,
-              'absolute')
+  defined = ref['torsion_angles_mask'][..., None]
+  ours = {k: np.asarray(torsions[k]) * (defined if k.endswith('sin_cos') else 1) for k in ref}
+  ref = {k: v * (defined if k.endswith('sin_cos') else 1) for k, v in ref.items()}
+  return rows('inputs/template (defined angles)', ours, ref, TORSION_TOLERANCE, 'absolute')
 
 
 def iteration_rows(fixture: Fixture, cfg: model_config.ModelConfig, tree: Mapping[str, Any],
@@ -373,9 +367,8 @@ def iteration_rows(fixture: Fixture, cfg: model_config.ModelConfig, tree: Mappin
     table += _template_rows(fixture, evo_cfg, evo['template_embedding'], member, pair_in,
                             mask_2d, prefix, progress)
     pair_in = pair_in + rec('template_embedder.template_pointwise_att')
-    rows_out, rows_mask = _apply(TemplateTorsionEmbedder(evo_cfg.msa_channel), evo,
-                                 member['template_aatype'], member['template_all_atom_positions'],
-                                 member['template_all_atom_masks'])
+    templates = {k: v for k, v in member.items() if k.startswith('template_')}
+    rows_out, rows_mask = _apply(TemplateTorsionEmbedder(evo_cfg.msa_channel), evo, templates)
     table += rows(prefix + 'template_embedder.template_single_embedder', rows_out,
                   rec('template_embedder.template_single_embedder'), MODULE_TOLERANCE)
     msa_in = np.concatenate([msa_in, rec('template_embedder.template_single_embedder')])
