@@ -255,15 +255,14 @@ def _parity(args: argparse.Namespace) -> int:
       args.preset, num_recycle=args.num_recycle, params=params, batch=batch,
       max_msa_clusters=args.max_msa_clusters, max_extra_msa=args.max_extra_msa,
       bfloat16=args.bfloat16, progress=progress)
-  return _print_comparison(
-      f'jaxfold vs AlphaFold: {result.preset}, {result.num_residues} residues, '
-      f'{result.num_recycle} recycling iterations, float32', result, args.report)
+  return _print_comparison(result, args.report)
 
 
-def _print_comparison(title: str, result, report: str | None) -> int:
+def _print_comparison(result, report: str | None) -> int:
   """Prints a parity table and its verdict, writes the report; 1 when a row failed."""
-  from jaxfold.parity.alphafold_model import format_table  # pylint: disable=import-outside-toplevel
-  print(title)
+  from jaxfold.parity.agreement import format_table  # pylint: disable=import-outside-toplevel
+  print(f'jaxfold vs {result.reference}: {result.preset}, {result.num_residues} residues, '
+        f'{result.num_recycle} recycling iterations, float32')
   print(format_table(result.rows))
   failed = [r.name for r in result.rows if not r.passed]
   print(f'{len(result.rows) - len(failed)}/{len(result.rows)} rows within tolerance'
@@ -287,10 +286,7 @@ def _parity_openfold(args: argparse.Namespace) -> int:
   if args.report:
     _check_parent(args.report)
   result = openfold_fixture.compare(args.fixture, state_dict, progress=progress)
-  return _print_comparison(
-      f'jaxfold vs OpenFold (recorded in {result.fixture}): {result.preset}, '
-      f'{result.num_residues} residues, {result.num_iterations} iterations '
-      f'({result.num_iterations - 1} recycling), float32', result, args.report)
+  return _print_comparison(result, args.report)
 
 
 def _check_parent(path: str) -> None:

@@ -37,7 +37,7 @@ class _Parity:
     return rows
 
   def record(self, rows):
-    """Rows measured elsewhere (jaxfold.parity.alphafold_model.Row), each with its tolerance."""
+    """Rows measured elsewhere (jaxfold.parity.agreement.Row), each with its tolerance."""
     _ROWS.extend(rows)
     bad = [r.row() for r in rows if not r.passed]
     assert not bad, 'beyond tolerance:\n' + '\n'.join(bad)

@@ -13,6 +13,7 @@ The bfloat16 run of model_1_ptm is compared with float32 and its drift printed.
 import pytest
 
 from jaxfold.parity import alphafold_model
+from jaxfold.parity.agreement import format_table
 
 MSA_SIZES = {'max_msa_clusters': 32, 'max_extra_msa': 128}
 
@@ -24,7 +25,7 @@ def test_full_size_end_to_end(parity, shared_dir, monkeypatch, preset):
   result = alphafold_model.compare(preset, num_recycle=2, bfloat16=preset == 'model_1_ptm',
                                    **MSA_SIZES)
   print(f'\n{preset}, {result.num_residues} residues, 2 recycling iterations '
-        f'(seconds: {result.seconds})\n{alphafold_model.format_table(result.rows)}')
+        f'(seconds: {result.seconds})\n{format_table(result.rows)}')
   names = {r.name for r in result.rows}
   for required in ('end to end/final_atom_positions', 'end to end/plddt',
                    'end to end/predicted_aligned_error', 'end to end/ptm',

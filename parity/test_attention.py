@@ -1,6 +1,5 @@
 """Attention cores (Suppl. Alg. 7 lines 2-7, Alg. 19 lines 2-7) against AlphaFold's."""
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -14,14 +14,14 @@ import pytest
 from jaxfold.convert.schema import parameter_shapes
 from jaxfold.model.alphafold import feature_shapes
 from jaxfold.parity import openfold_fixture
-from jaxfold.parity.alphafold_model import format_table
+from jaxfold.parity.agreement import format_table
 
 FULL = 'fixtures/openfold/model_1_ptm_full'
 SMALL = 'fixtures/openfold/small'
 
 def _report(result: openfold_fixture.Comparison) -> None:
-  print(f'\n{result.fixture}: {result.preset}, {result.num_residues} residues, '
-        f'{result.num_iterations} iterations, seconds {result.seconds}')
+  print(f'\n{result.reference}: {result.preset}, {result.num_residues} residues, '
+        f'{result.num_recycle} recycling iterations, seconds {result.seconds}')
   print(format_table(result.rows))
 
 

@@ -19,7 +19,6 @@ import io
 import json
 import pathlib
 import pickle
-import re
 import subprocess
 import sys
 import time

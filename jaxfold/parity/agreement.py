@@ -1,10 +1,15 @@
-"""Numerical agreement between two output trees, as DESIGN.md's standards state it."""
+"""Numerical agreement between two output trees, as DESIGN.md's standards state it, and the
+table of judged rows every parity command prints."""
 
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+# DESIGN.md: max|Δ| / max|ref| of one module in float32, fed the reference's own inputs.
+ALPHAFOLD_MODULE_TOLERANCE = 1e-5
+OPENFOLD_MODULE_TOLERANCE = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,3 +60,74 @@ def agreement(name: str, ours: Any, ref: Any) -> list[Agreement]:
     rows.append(Agreement(key, float(np.max(np.abs(o64 - r64), initial=0.0)),
                           float(np.max(np.abs(r64), initial=0.0))))
   return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One compared output: its error, the tolerance on `measure` ('relative'/'absolute')."""
+  name: str
+  max_abs_diff: float
+  max_abs_ref: float
+  tolerance: float | None  # None: measured and reported, not judged
+  measure: str = 'relative'
+
+  @property
+  def relative(self) -> float:
+    return self.max_abs_diff / self.max_abs_ref if self.max_abs_ref > 0 else self.max_abs_diff
+
+  @property
+  def passed(self) -> bool:
+    if self.tolerance is None:
+      return True
+    value = self.relative if self.measure == 'relative' else self.max_abs_diff
+    return bool(value <= self.tolerance)
+
+  def row(self) -> str:
+    return format_table([self]).splitlines()[1]
+
+  def as_dict(self) -> dict[str, Any]:
+    return {'name': self.name, 'max_abs_diff': self.max_abs_diff, 'max_abs_ref': self.max_abs_ref,
+            'relative': self.relative, 'tolerance': self.tolerance, 'measure': self.measure,
+            'passed': self.passed}
+
+
+def rows(name: str, ours: Any, ref: Any, tolerance: float | None = ALPHAFOLD_MODULE_TOLERANCE,
+         measure: str = 'relative') -> list[Row]:
+  return [Row(a.name, a.max_abs_diff, a.max_abs_ref, tolerance, measure)
+          for a in agreement(name, ours, ref)]
+
+
+def format_table(table: list[Row]) -> str:
+  """The rows as a fixed-width text table: max|Δ|, max|Δ|/max|ref|, tolerance, pass."""
+  width = max(len(r.name) for r in table)
+  lines = [f'{"output":<{width}}  {"max|Δ|":>9}  {"max|ref|":>9}  {"max|Δ|/max|ref|":>15}  '
+           f'{"tolerance":>11}  pass']
+  for r in table:
+    if r.tolerance is None:
+      tol, verdict = 'measured', '-'
+    else:
+      tol = f'{r.tolerance:.0e} {"rel" if r.measure == "relative" else "abs"}'
+      verdict = 'yes' if r.passed else 'NO'
+    lines.append(f'{r.name:<{width}}  {r.max_abs_diff:9.2e}  {r.max_abs_ref:9.2e}  '
+                 f'{r.relative:15.2e}  {tol:>11}  {verdict}')
+  return '\n'.join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """What a parity run measured: the table, and against what and on what it was measured."""
+  reference: str  # e.g. 'AlphaFold (live)', 'OpenFold (recorded in DIR)'
+  preset: str
+  num_recycle: int
+  num_residues: int
+  rows: list[Row]
+  seconds: dict[str, float]
+
+  @property
+  def passed(self) -> bool:
+    return all(r.passed for r in self.rows)
+
+  def report(self) -> dict[str, Any]:
+    return {'reference': self.reference, 'preset': self.preset, 'num_recycle': self.num_recycle,
+            'num_residues': self.num_residues, 'passed': self.passed, 'seconds': self.seconds,
+            'rows': [r.as_dict() for r in self.rows]}

@@ -9,7 +9,6 @@
 Needs the test extra (haiku, alphafold-colabfold); jaxfold imports it only when called.
 """
 
-import dataclasses
 import functools
 import os
 import pathlib
@@ -28,11 +27,11 @@ from jaxfold.model.alphafold import AlphaFold
 from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.template_embedding import TEMPLATE_PAIR_FEATURES, TemplateEmbedding
 from jaxfold.model.trunk import EmbeddingsAndEvoformer
-from jaxfold.parity.agreement import agreement
+from jaxfold.parity.agreement import ALPHAFOLD_MODULE_TOLERANCE, Comparison, Row, rows
 from jaxfold.parity.alphafold_reference import (config_from_reference, reference_config,
                                                 reference_params)
 
-MODULE_TOLERANCE = 1e-5  # DESIGN.md: max|Δ| / max|ref| of one module in float32
+MODULE_TOLERANCE = ALPHAFOLD_MODULE_TOLERANCE
 # The structure module's eight shared-weight iterations amplify float32 rounding of the
 # frames; parity/test_structure_module.py shows float64 agreement at 1e-9 (a rounding
 # effect, not a definitional difference).
@@ -42,57 +41,6 @@ END_TO_END = {'representations': ('relative', 1e-4), 'final_atom_positions': ('a
               'plddt': ('absolute', 0.01), 'predicted_aligned_error': ('absolute', 0.01),
               'ptm': ('absolute', 1e-3)}
 QUERY73_FEATURES = 'data/features/alphafold_feature_dict.pickle'
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """One compared output: its error, the tolerance on `measure` ('relative'/'absolute')."""
-  name: str
-  max_abs_diff: float
-  max_abs_ref: float
-  tolerance: float | None  # None: measured and reported, not judged
-  measure: str = 'relative'
-
-  @property
-  def relative(self) -> float:
-    return self.max_abs_diff / self.max_abs_ref if self.max_abs_ref > 0 else self.max_abs_diff
-
-  @property
-  def passed(self) -> bool:
-    if self.tolerance is None:
-      return True
-    value = self.relative if self.measure == 'relative' else self.max_abs_diff
-    return bool(value <= self.tolerance)
-
-  def row(self) -> str:
-    return format_table([self]).splitlines()[1]
-
-  def as_dict(self) -> dict[str, Any]:
-    return {'name': self.name, 'max_abs_diff': self.max_abs_diff, 'max_abs_ref': self.max_abs_ref,
-            'relative': self.relative, 'tolerance': self.tolerance, 'measure': self.measure,
-            'passed': self.passed}
-
-
-def rows(name: str, ours: Any, ref: Any, tolerance: float | None = MODULE_TOLERANCE,
-         measure: str = 'relative') -> list[Row]:
-  return [Row(a.name, a.max_abs_diff, a.max_abs_ref, tolerance, measure)
-          for a in agreement(name, ours, ref)]
-
-
-def format_table(table: list[Row]) -> str:
-  """The rows as a fixed-width text table: max|Δ|, max|Δ|/max|ref|, tolerance, pass."""
-  width = max(len(r.name) for r in table)
-  lines = [f'{"output":<{width}}  {"max|Δ|":>9}  {"max|ref|":>9}  {"max|Δ|/max|ref|":>15}  '
-           f'{"tolerance":>11}  pass']
-  for r in table:
-    if r.tolerance is None:
-      tol, verdict = 'measured', '-'
-    else:
-      tol = f'{r.tolerance:.0e} {"rel" if r.measure == "relative" else "abs"}'
-      verdict = 'yes' if r.passed else 'NO'
-    lines.append(f'{r.name:<{width}}  {r.max_abs_diff:9.2e}  {r.max_abs_ref:9.2e}  '
-                 f'{r.relative:15.2e}  {tol:>11}  {verdict}')
-  return '\n'.join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,25 +269,6 @@ def end_to_end_rows(ours: Mapping[str, Any], ref: Mapping[str, Any]) -> list[Row
   return table
 
 
-@dataclasses.dataclass
-class Comparison:
-  """What `compare` measured: the table and how it was produced."""
-  preset: str
-  num_recycle: int
-  num_residues: int
-  rows: list[Row]
-  seconds: dict[str, float]
-
-  @property
-  def passed(self) -> bool:
-    return all(r.passed for r in self.rows)
-
-  def report(self) -> dict[str, Any]:
-    return {'preset': self.preset, 'num_recycle': self.num_recycle,
-            'num_residues': self.num_residues, 'passed': self.passed,
-            'seconds': self.seconds, 'rows': [r.as_dict() for r in self.rows]}
-
-
 def run_jaxfold(config: model_config.ModelConfig, tree: Mapping[str, Any],
                 batch: Mapping[str, np.ndarray], num_recycle: int,
                 global_config: GlobalConfig = GlobalConfig()) -> dict[str, Any]:
@@ -427,7 +356,7 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
     half = run_jaxfold(cfg.model, tree, batch, num_recycle, GlobalConfig(dtype='bfloat16'))
     table += drift_rows(half, ours, 'bfloat16 drift from float32')
     seconds['bfloat16'] = time.perf_counter() - clock
-  return Comparison(preset, num_recycle, num_res, table, seconds)
+  return Comparison('AlphaFold (live)', preset, num_recycle, num_res, table, seconds)
 
 
 def _apply_depths(af_cfg, config: model_config.AlphaFoldConfig) -> None:

@@ -50,9 +50,10 @@ from jaxfold.model.template_embedding import (TEMPLATE_PAIR_FEATURES, SingleTemp
 from jaxfold.model.transition import Transition
 from jaxfold.model.triangle_attention import TriangleAttention
 from jaxfold.model.triangle_multiplication import TriangleMultiplication
-from jaxfold.parity.alphafold_model import Row, rows, run_jaxfold
+from jaxfold.parity.agreement import OPENFOLD_MODULE_TOLERANCE as MODULE_TOLERANCE
+from jaxfold.parity.agreement import Comparison, Row, rows
+from jaxfold.parity.alphafold_model import run_jaxfold
 
-MODULE_TOLERANCE = 1e-4  # DESIGN.md: max|Δ| / max|ref| of one module against OpenFold
 # Issue #6, end to end: absolute errors of the geometry (Å) and the confidence metrics.
 END_TO_END = {'final_atom_positions': 0.05, 'plddt': 0.01, 'predicted_aligned_error': 0.01,
               'ptm': 0.01}
@@ -568,27 +569,6 @@ def end_to_end_rows(fixture: Fixture, ours: Mapping[str, Any]) -> list[Row]:
   return table
 
 
-@dataclasses.dataclass
-class Comparison:
-  """What `compare` measured on one fixture."""
-  fixture: str
-  preset: str
-  num_iterations: int
-  num_residues: int
-  rows: list[Row]
-  seconds: dict[str, float]
-
-  @property
-  def passed(self) -> bool:
-    return all(r.passed for r in self.rows)
-
-  def report(self) -> dict[str, Any]:
-    return {'fixture': self.fixture, 'preset': self.preset,
-            'num_iterations': self.num_iterations, 'num_residues': self.num_residues,
-            'passed': self.passed, 'seconds': self.seconds,
-            'rows': [r.as_dict() for r in self.rows]}
-
-
 def compare(fixture_dir: str | pathlib.Path, state_dict: Mapping[str, np.ndarray] | None = None,
             *, end_to_end: bool = True, progress: Callable[[str], None] = lambda _: None
             ) -> Comparison:
@@ -629,5 +609,5 @@ def compare(fixture_dir: str | pathlib.Path, state_dict: Mapping[str, np.ndarray
     ours = run_jaxfold(cfg.model, tree, batch, num_recycle)
     table += end_to_end_rows(fixture, ours)
     seconds['end_to_end'] = time.perf_counter() - clock
-  return Comparison(str(fixture.path), fixture.manifest['preset'], fixture.num_iterations,
-                    batch['aatype'].shape[1], table, seconds)
+  return Comparison(f'OpenFold (recorded in {fixture.path})', fixture.manifest['preset'],
+                    fixture.num_iterations - 1, batch['aatype'].shape[1], table, seconds)
