@@ -285,7 +285,7 @@ def _parity_openfold(args: argparse.Namespace) -> int:
     state_dict, _ = read_openfold(args.checkpoint)
   if args.report:
     _check_parent(args.report)
-  result = openfold_fixture.compare(args.fixture, state_dict, progress=progress)
+  result = openfold_fixture.compare(args.fixture, state_dict, live=args.live, progress=progress)
   return _print_comparison(result, args.report)
 
 
@@ -453,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
   openfold.add_argument('--checkpoint', help='OpenFold .pt/.ckpt holding the run\'s weights '
                                              '(default: regenerated from the manifest\'s names '
                                              'by the fixture\'s rule; no torch needed)')
+  openfold.add_argument('--live', action='store_true',
+                        help='run OpenFold itself (the openfold package must be importable) on '
+                             'the fixture\'s inputs and weights, its modules recorded with '
+                             'hooks, instead of reading the recorded outputs.npz')
   openfold.add_argument('--report', help='write every row with its numbers to this JSON file')
   openfold.set_defaults(run=_parity_openfold)
   return parser

@@ -13,7 +13,7 @@ import pytest
 
 from jaxfold.convert.schema import parameter_shapes
 from jaxfold.model.alphafold import feature_shapes
-from jaxfold.parity import openfold_fixture
+from jaxfold.parity import openfold_fixture, openfold_live
 from jaxfold.parity.agreement import format_table
 
 FULL = 'fixtures/openfold/model_1_ptm_full'
@@ -119,3 +119,13 @@ def test_cli_names_a_fixture_it_cannot_run(shared_dir, tmp_path, capsys):
   error = capsys.readouterr().err.strip()
   assert error.startswith('jaxfold: error: ') and 'model.heads.lddt.no_bins=64' in error
   assert '\n' not in error
+
+
+@pytest.mark.skipif(openfold_live.available(), reason='openfold is importable here')
+def test_live_without_openfold_is_one_clear_line(shared_dir, capsys):
+  from jaxfold import cli  # pylint: disable=import-outside-toplevel
+  assert cli.main(['--quiet', 'parity', 'openfold', '--live', '--fixture',
+                   str(shared_dir / SMALL)]) == 2
+  error = capsys.readouterr().err
+  assert error.startswith('jaxfold: error: the openfold package is not importable (')
+  assert len(error.splitlines()) == 1

@@ -141,22 +141,28 @@ class Fixture:
     return self.inputs['aatype'].shape[-1]
 
 
-def load_fixture(path: str | pathlib.Path) -> Fixture:
-  """Reads a fixture directory (manifest.json, inputs.npz, outputs.npz, output_aliases.json)."""
+def load_fixture(path: str | pathlib.Path, *, outputs: bool = True) -> Fixture:
+  """Reads a fixture directory (manifest.json, inputs.npz, outputs.npz, output_aliases.json).
+
+  outputs: False reads only the manifest and inputs (the outputs to come from a live run).
+  """
   path = pathlib.Path(path)
-  missing = [n for n in ('manifest.json', 'inputs.npz', 'outputs.npz') if not (path / n).is_file()]
+  needed = ('manifest.json', 'inputs.npz') + (('outputs.npz',) if outputs else ())
+  missing = [n for n in needed if not (path / n).is_file()]
   if missing:
     raise FixtureError(f'{path}: not an OpenFold fixture directory, missing {", ".join(missing)}')
   manifest = json.loads((path / 'manifest.json').read_text())
   if 'state_dict' not in manifest:
     raise FixtureError(f'{path / "manifest.json"}: no key "state_dict"')
-  aliases_file = path / 'output_aliases.json'
-  aliases = json.loads(aliases_file.read_text()) if aliases_file.is_file() else {}
   with np.load(path / 'inputs.npz') as f:
     inputs = {k: f[k] for k in f.files}
+  if not outputs:
+    return Fixture(path, manifest, inputs, {}, {})
+  aliases_file = path / 'output_aliases.json'
+  aliases = json.loads(aliases_file.read_text()) if aliases_file.is_file() else {}
   with np.load(path / 'outputs.npz') as f:
-    outputs = {k: f[k] for k in f.files}
-  return Fixture(path, manifest, inputs, outputs, aliases)
+    recorded = {k: f[k] for k in f.files}
+  return Fixture(path, manifest, inputs, recorded, aliases)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,21 +576,23 @@ def end_to_end_rows(fixture: Fixture, ours: Mapping[str, Any]) -> list[Row]:
 
 
 def compare(fixture_dir: str | pathlib.Path, state_dict: Mapping[str, np.ndarray] | None = None,
-            *, end_to_end: bool = True, progress: Callable[[str], None] = lambda _: None
-            ) -> Comparison:
+            *, live: bool = False, end_to_end: bool = True,
+            progress: Callable[[str], None] = lambda _: None) -> Comparison:
   """jaxfold with OpenFold's weights against a recorded OpenFold run, every row.
 
   Args:
     fixture_dir: a fixture directory (see the module docstring).
     state_dict: OpenFold's weights (numpy, OpenFold key names); by default regenerated
       from the manifest by the fixture's rule.
+    live: run OpenFold itself on the fixture's inputs and weights, its modules recorded with
+      hooks (`openfold_live`, needs the openfold package), instead of reading outputs.npz.
     end_to_end: also run the whole model (the slowest part at full size).
     progress: called with a line before each stage.
   """
   from jaxfold.convert.openfold_keys import from_openfold  # pylint: disable=import-outside-toplevel
   seconds: dict[str, float] = {}
   clock = time.perf_counter()
-  fixture = load_fixture(fixture_dir)
+  fixture = load_fixture(fixture_dir, outputs=not live)
   cfg = fixture_config(fixture.manifest, str(fixture.path / 'manifest.json'))
   batch = batch_from_openfold(fixture.inputs, cfg.model)
   if state_dict is None:
@@ -592,6 +600,16 @@ def compare(fixture_dir: str | pathlib.Path, state_dict: Mapping[str, np.ndarray
     state_dict = fixture_weights(fixture.manifest)
   tree = from_openfold(state_dict, cfg.model, str(fixture.path))
   seconds['inputs'] = time.perf_counter() - clock
+  reference = f'OpenFold (recorded in {fixture.path})'
+  if live:
+    from jaxfold.parity import openfold_live  # pylint: disable=import-outside-toplevel
+    clock = time.perf_counter()
+    progress('OpenFold live, its modules recorded with hooks')
+    recorded, aliases = openfold_live.record_outputs(fixture.manifest, fixture.inputs,
+                                                     state_dict)
+    fixture = dataclasses.replace(fixture, outputs=recorded, aliases=aliases)
+    reference = f'OpenFold (live, on the inputs of {fixture.path})'
+    seconds['openfold'] = time.perf_counter() - clock
 
   clock = time.perf_counter()
   table = torsion_rows(fixture, batch) if cfg.model.embeddings_and_evoformer.template.enabled \
@@ -609,5 +627,4 @@ def compare(fixture_dir: str | pathlib.Path, state_dict: Mapping[str, np.ndarray
     ours = run_jaxfold(cfg.model, tree, batch, num_recycle)
     table += end_to_end_rows(fixture, ours)
     seconds['end_to_end'] = time.perf_counter() - clock
-  return Comparison(f'OpenFold (recorded in {fixture.path})', fixture.manifest['preset'],
-                    fixture.num_iterations - 1, batch['aatype'].shape[1], table, seconds)
+  return Comparison(reference, fixture.manifest['preset'], fixture.num_iterations - 1, batch['aatype'].shape[1], table, seconds)
