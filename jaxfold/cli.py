@@ -245,9 +245,10 @@ def _parity(args: argparse.Namespace) -> int:
   if args.batch:
     from jaxfold.convert.openfold_batch import TEMPLATE_TORSION_FEATURES  # pylint: disable=import-outside-toplevel
     from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
-    batch = model_features(_read_batch(args.batch, args.batch_layout),
-                           _preset(args.preset).model, args.batch)
-    # AlphaFold computes template torsion angles from the atoms: so does jaxfold here.
+    batch = _read_batch(args.batch, args.batch_layout)
+    model_features(batch, _preset(args.preset).model, args.batch)  # fails on a misfit batch
+    # AlphaFold reads the whole batch (e.g. seq_length) and computes the template torsion
+    # angles from the atoms: so does jaxfold here.
     batch = {k: v for k, v in batch.items() if k not in TEMPLATE_TORSION_FEATURES}
   if args.report:
     _check_parent(args.report)
@@ -278,6 +279,14 @@ def _parity_openfold(args: argparse.Namespace) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
   progress = _Progress(args.quiet)
+  if args.losses:
+    if args.live or args.checkpoint:
+      raise ValueError(f'{args.fixture}: --losses compares a loss fixture with its recorded '
+                       'terms; --live and --checkpoint do not apply')
+    from jaxfold.parity import openfold_loss  # pylint: disable=import-outside-toplevel
+    if args.report:
+      _check_parent(args.report)
+    return _print_comparison(openfold_loss.compare_losses(args.fixture, progress), args.report)
   state_dict = None
   if args.checkpoint:
     from jaxfold.convert.openfold_pt import read_openfold  # pylint: disable=import-outside-toplevel
@@ -457,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='run OpenFold itself (the openfold package must be importable) on '
                              'the fixture\'s inputs and weights, its modules recorded with '
                              'hooks, instead of reading the recorded outputs.npz')
+  openfold.add_argument('--losses', action='store_true',
+                        help='compare every loss term and the total with a loss fixture\'s '
+                             '(small_loss: losses.json), on its recorded outputs and on '
+                             'jaxfold\'s own forward pass')
   openfold.add_argument('--report', help='write every row with its numbers to this JSON file')
   openfold.set_defaults(run=_parity_openfold)
   return parser

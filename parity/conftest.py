@@ -52,7 +52,7 @@ def parity():
 def pytest_terminal_summary(terminalreporter, config):
   if not _ROWS:
     return
-  terminalreporter.section('parity with AlphaFold: measured errors (float32)')
+  terminalreporter.section('parity with AlphaFold and OpenFold: measured errors (float32)')
   for row in _ROWS:
     terminalreporter.write_line(row.row())
   path = config.getoption('--parity-report')

@@ -70,6 +70,7 @@ class Row:
   max_abs_ref: float
   tolerance: float | None  # None: measured and reported, not judged
   measure: str = 'relative'
+  values: tuple[float, float] | None = None  # (ours, reference) of a compared scalar
 
   @property
   def relative(self) -> float:
@@ -86,9 +87,17 @@ class Row:
     return format_table([self]).splitlines()[1]
 
   def as_dict(self) -> dict[str, Any]:
-    return {'name': self.name, 'max_abs_diff': self.max_abs_diff, 'max_abs_ref': self.max_abs_ref,
-            'relative': self.relative, 'tolerance': self.tolerance, 'measure': self.measure,
-            'passed': self.passed}
+    values = {} if self.values is None else dict(zip(('ours', 'reference'), self.values))
+    return {'name': self.name, **values, 'max_abs_diff': self.max_abs_diff,
+            'max_abs_ref': self.max_abs_ref, 'relative': self.relative,
+            'tolerance': self.tolerance, 'measure': self.measure, 'passed': self.passed}
+
+
+def scalar_row(name: str, ours: float, reference: float, tolerance: float | None,
+               measure: str = 'relative') -> Row:
+  """One compared scalar (a loss term), its two values kept for the table."""
+  ours, reference = float(ours), float(reference)
+  return Row(name, abs(ours - reference), abs(reference), tolerance, measure, (ours, reference))
 
 
 def rows(name: str, ours: Any, ref: Any, tolerance: float | None = ALPHAFOLD_MODULE_TOLERANCE,
@@ -98,9 +107,16 @@ def rows(name: str, ours: Any, ref: Any, tolerance: float | None = ALPHAFOLD_MOD
 
 
 def format_table(table: list[Row]) -> str:
-  """The rows as a fixed-width text table: max|Δ|, max|Δ|/max|ref|, tolerance, pass."""
+  """The rows as a fixed-width text table: max|Δ|, max|Δ|/max|ref|, tolerance, pass; the two
+  values first when every row is a compared scalar."""
   width = max(len(r.name) for r in table)
-  lines = [f'{"output":<{width}}  {"max|Δ|":>9}  {"max|ref|":>9}  {"max|Δ|/max|ref|":>15}  '
+  scalars = all(r.values is not None for r in table)
+  head = f'{"ours":>14}  {"reference":>14}  ' if scalars else ''
+
+  def values(r: Row) -> str:
+    return f'{r.values[0]:>14.7g}  {r.values[1]:>14.7g}  ' if scalars else ''
+
+  lines = [f'{"output":<{width}}  {head}{"max|Δ|":>9}  {"max|ref|":>9}  {"max|Δ|/max|ref|":>15}  '
            f'{"tolerance":>11}  pass']
   for r in table:
     if r.tolerance is None:
@@ -108,7 +124,7 @@ def format_table(table: list[Row]) -> str:
     else:
       tol = f'{r.tolerance:.0e} {"rel" if r.measure == "relative" else "abs"}'
       verdict = 'yes' if r.passed else 'NO'
-    lines.append(f'{r.name:<{width}}  {r.max_abs_diff:9.2e}  {r.max_abs_ref:9.2e}  '
+    lines.append(f'{r.name:<{width}}  {values(r)}{r.max_abs_diff:9.2e}  {r.max_abs_ref:9.2e}  '
                  f'{r.relative:15.2e}  {tol:>11}  {verdict}')
   return '\n'.join(lines)
 

@@ -87,7 +87,11 @@ _PAIR_ATTENTION_TOTAL = 4 * 32  # c_hidden_pair_att x heads
 # OpenFold config changes that shape only the data or memory use, not the network.
 _DATA_ONLY = ('data.predict.max_template_hits', 'globals.chunk_size',
               'model.template.average_templates', 'model.template.offload_templates',
-              'raw_feature_crop')
+              'raw_feature_crop',
+              # The training-mode batch of small_loss: its features are recorded as made.
+              'data.train.max_msa_clusters', 'data.train.max_extra_msa', 'data.train.crop_size',
+              'data.train.max_templates', 'data.train.uniform_recycling',
+              'data.train.spatial_crop_prob', 'data.common.use_templates')
 # OpenFold config change -> jaxfold config fields it sets.
 _CONFIG_FIELDS = {
     'data.predict.max_msa_clusters': ('data.eval.max_msa_clusters',),
@@ -106,6 +110,7 @@ _CONFIG_FIELDS = {
     'model.template.template_pair_stack.no_blocks':
         ('model.embeddings_and_evoformer.template.template_pair_stack.num_block',),
     'model.structure_module.no_blocks': ('model.heads.structure_module.num_layer',),
+    'model.template.enabled': ('model.embeddings_and_evoformer.template.enabled',),
 }
 
 
