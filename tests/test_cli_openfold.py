@@ -175,3 +175,21 @@ def test_predict_with_openfold_weights_and_batch_reproduces_openfold(shared_dir,
   assert measured['final_atom_positions (Å)'].max() <= 0.05
   for name in ('plddt', 'predicted_aligned_error (Å)', 'ptm'):
     assert measured[name].max() <= 0.01, name
+
+
+@pytest.mark.slow
+def test_parity_alphafold_on_an_openfold_batch(shared_dir, capsys):
+  """AlphaFold's own model and jaxfold on OpenFold's processed batch (--batch-layout openfold)."""
+  pytest.importorskip('alphafold.model.modules')
+  import jax  # pylint: disable=import-outside-toplevel
+  before = jax.config.jax_default_matmul_precision
+  try:
+    status = cli.main(['--quiet', 'parity', 'alphafold', '--preset', 'model_1_ptm',
+                       '--batch', str(shared_dir / 'fixtures/openfold/model_1_ptm_full/inputs.npz'),
+                       '--batch-layout', 'openfold', '--num-recycle', '1'])
+  finally:
+    jax.config.update('jax_default_matmul_precision', before)
+  out = capsys.readouterr().out
+  print(out)
+  assert status == 0, out
+  assert 'jaxfold vs AlphaFold (live): model_1_ptm, 48 residues, 1 recycling iterations' in out
