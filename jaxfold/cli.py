@@ -242,6 +242,15 @@ def _parity(args: argparse.Namespace) -> int:
     tree, _, _ = _load_params(args.params, args.preset)
     from jaxfold.convert.haiku_tree import to_haiku  # pylint: disable=import-outside-toplevel
     params = to_haiku(tree, root='alphafold')
+  if args.losses:
+    if args.batch:
+      raise ValueError(f'{args.batch}: --losses makes its own training example (2q2k chain A '
+                       'through jaxfold\'s data pipeline); --batch does not apply')
+    from jaxfold.parity import alphafold_loss  # pylint: disable=import-outside-toplevel
+    if args.report:
+      _check_parent(args.report)
+    return _print_comparison(alphafold_loss.compare_losses(
+        alphafold_model.shared_dir(), args.preset, params=params, progress=progress), args.report)
   if args.batch:
     from jaxfold.convert.openfold_batch import TEMPLATE_TORSION_FEATURES  # pylint: disable=import-outside-toplevel
     from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
@@ -449,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help='extra MSA rows of the default batch (default: the preset\'s)')
   alphafold.add_argument('--bfloat16', action='store_true',
                          help='also run jaxfold in bfloat16 and print its drift from float32')
+  alphafold.add_argument('--losses', action='store_true',
+                         help='compare every loss term and the total with AlphaFold\'s own '
+                              'loss code, on a training example of 2q2k chain A (64 residues) '
+                              'made by jaxfold\'s data pipeline')
   alphafold.add_argument('--report', help='write every row with its numbers to this JSON file')
   alphafold.set_defaults(run=_parity)
   openfold = references.add_parser(

@@ -550,3 +550,14 @@ def test_alphafold_layout_batch_read_as_openfolds_fails(weights_npz, batch_npz, 
                                              PRESET, '--batch-layout', 'openfold'), batch_npz)
   assert 'does not end in the recycling axis' in line and 'OpenFold-layout batch?' in line
   assert _listing(tmp_path) == []
+
+
+def test_parity_losses_refuse_a_batch(batch_npz, capsys):
+  pytest.importorskip('alphafold.model.modules')
+  before = jax.config.jax_default_matmul_precision
+  try:
+    line = assert_fails(capsys, ['parity', 'alphafold', '--losses', '--batch', batch_npz],
+                        batch_npz)
+  finally:
+    jax.config.update('jax_default_matmul_precision', before)
+  assert '--losses makes its own training example' in line
