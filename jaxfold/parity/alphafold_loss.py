@@ -32,7 +32,7 @@ from jaxfold.model import config as model_config
 from jaxfold.model.alphafold import model_features
 from jaxfold.parity import alphafold_model
 from jaxfold.parity.agreement import ALPHAFOLD_MODULE_TOLERANCE, Comparison, Row, scalar_row
-from jaxfold.parity.alphafold_reference import config_from_reference, reference_params
+from jaxfold.parity.alphafold_reference import config_from_reference
 from jaxfold.parity.alphafold_training import CHAIN, training_batch
 
 TOLERANCE = ALPHAFOLD_MODULE_TOLERANCE
@@ -198,19 +198,13 @@ def loss_inputs(shared, preset: str = 'model_1_ptm', *,
   clock = time.perf_counter()
   af_cfg = alphafold_model.alphafold_config(preset, num_recycle=0)
   if reduced:
-    alphafold_model._apply_depths(  # pylint: disable=protected-access
-        af_cfg, model_config.reduced(model_config.preset(preset)))
+    alphafold_model.apply_depths(af_cfg, model_config.reduced(model_config.preset(preset)))
   cfg = config_from_reference(model_config.AlphaFoldConfig, af_cfg)
   progress(f'features: {CHAIN} training example, crop {crop_size}')
   batch = training_batch(shared, preset, crop_size=crop_size, num_recycle=0, seed=seed)
   if params is None:
     progress('weights: perturbed random')
-    probe = {'batch': {k: v[:1] for k, v in batch.items()},
-             'prev': alphafold_model._zero_prev(  # pylint: disable=protected-access
-                 batch['aatype'].shape[1], af_cfg)}
-    params = reference_params(
-        alphafold_model._reference_fn(af_cfg, None),  # pylint: disable=protected-access
-        probe, seed, from_shapes=True)
+    params = alphafold_model.perturbed_weights(af_cfg, batch, seed)
   seconds['inputs'] = time.perf_counter() - clock
 
   clock = time.perf_counter()
@@ -256,7 +250,7 @@ def compare_losses(shared, preset: str = 'model_1_ptm', *,
     shared: the shared data folder (holds data/alignments and data/mmcif for 2q2k).
     preset: one of jaxfold.model.config.PRESETS.
     params: AlphaFold's Haiku parameters ({'alphafold/...': {name: array}}); by default
-      perturbed random weights (every layer non-zero, `reference_params`).
+      perturbed random weights (every layer non-zero, `alphafold_model.perturbed_weights`).
     reduced: a model with fewer blocks (`jaxfold.model.config.reduced`'s depths, every
       channel kept; AlphaFold's config given the same depths), for fast tests.
     crop_size: residues of the training crop.

@@ -139,6 +139,15 @@ def _zero_prev(num_res: int, af_config) -> dict[str, np.ndarray]:
           'prev_pair': np.zeros((num_res, num_res, evo.pair_channel), np.float32)}
 
 
+def perturbed_weights(af_config, batch: Mapping[str, np.ndarray], seed: int = 0
+                      ) -> dict[str, dict[str, np.ndarray]]:
+  """AlphaFold's Haiku parameters for `af_config`, its initial values perturbed so that no
+  layer is zero (`reference_params(from_shapes=True)`), shaped by one slice of `batch`."""
+  probe = {'batch': {k: np.asarray(v)[:1] for k, v in batch.items()},
+           'prev': _zero_prev(np.shape(batch['aatype'])[1], af_config)}
+  return reference_params(_reference_fn(af_config, None), probe, seed, from_shapes=True)
+
+
 def run_reference(af_config, haiku_params, batch, num_recycle: int) -> tuple[dict, dict, dict]:
   """(outputs, recorded module calls, inputs) of AlphaFold's last recycling iteration.
 
@@ -321,7 +330,7 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
   clock = time.perf_counter()
   af_cfg = alphafold_config(preset, num_recycle, max_msa_clusters, max_extra_msa)
   if config is not None:
-    _apply_depths(af_cfg, config)
+    apply_depths(af_cfg, config)
   cfg = config_from_reference(model_config.AlphaFoldConfig, af_cfg)
   if batch is None:
     progress('features: query73 through AlphaFold\'s pipeline')
@@ -330,9 +339,7 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
   num_res = batch['aatype'].shape[1]
   if params is None:
     progress('weights: perturbed random')
-    probe = {'batch': {k: v[:1] for k, v in batch.items()},
-             'prev': _zero_prev(num_res, af_cfg)}
-    params = reference_params(_reference_fn(af_cfg, None), probe, seed, from_shapes=True)
+    params = perturbed_weights(af_cfg, batch, seed)
   seconds['inputs'] = time.perf_counter() - clock
 
   clock = time.perf_counter()
@@ -359,7 +366,7 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
   return Comparison('AlphaFold (live)', preset, num_recycle, num_res, table, seconds)
 
 
-def _apply_depths(af_cfg, config: model_config.AlphaFoldConfig) -> None:
+def apply_depths(af_cfg, config: model_config.AlphaFoldConfig) -> None:
   """Gives the reference ConfigDict the stack depths of a (reduced) jaxfold config."""
   evo, af_evo = config.model.embeddings_and_evoformer, af_cfg.model.embeddings_and_evoformer
   af_evo.evoformer_num_block = evo.evoformer_num_block
