@@ -236,6 +236,7 @@ def _parity(args: argparse.Namespace) -> int:
                        "extra: pip install -e '.[test]'") from e
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
+  _check_parent(args.report)
   progress = _Progress(args.quiet)
   params = batch = None
   if args.params:
@@ -247,8 +248,6 @@ def _parity(args: argparse.Namespace) -> int:
       raise ValueError(f'{args.batch}: --losses makes its own training example (2q2k chain A '
                        'through jaxfold\'s data pipeline); --batch does not apply')
     from jaxfold.parity import alphafold_loss  # pylint: disable=import-outside-toplevel
-    if args.report:
-      _check_parent(args.report)
     return _print_comparison(alphafold_loss.compare_losses(
         alphafold_model.shared_dir(), args.preset, params=params, progress=progress), args.report)
   if args.batch:
@@ -259,8 +258,6 @@ def _parity(args: argparse.Namespace) -> int:
     # AlphaFold reads the whole batch (e.g. seq_length) and computes the template torsion
     # angles from the atoms: so does jaxfold here.
     batch = {k: v for k, v in batch.items() if k not in TEMPLATE_TORSION_FEATURES}
-  if args.report:
-    _check_parent(args.report)
   result = alphafold_model.compare(
       args.preset, num_recycle=args.num_recycle, params=params, batch=batch,
       max_msa_clusters=args.max_msa_clusters, max_extra_msa=args.max_extra_msa,
@@ -287,27 +284,27 @@ def _parity_openfold(args: argparse.Namespace) -> int:
   from jaxfold.parity import openfold_fixture  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
+  _check_parent(args.report)
   progress = _Progress(args.quiet)
   if args.losses:
     if args.live or args.checkpoint:
       raise ValueError(f'{args.fixture}: --losses compares a loss fixture with its recorded '
                        'terms; --live and --checkpoint do not apply')
     from jaxfold.parity import openfold_loss  # pylint: disable=import-outside-toplevel
-    if args.report:
-      _check_parent(args.report)
     return _print_comparison(openfold_loss.compare_losses(args.fixture, progress), args.report)
   state_dict = None
   if args.checkpoint:
     from jaxfold.convert.openfold_pt import read_openfold  # pylint: disable=import-outside-toplevel
     progress(f'weights: {args.checkpoint}')
     state_dict, _ = read_openfold(args.checkpoint)
-  if args.report:
-    _check_parent(args.report)
   result = openfold_fixture.compare(args.fixture, state_dict, live=args.live, progress=progress)
   return _print_comparison(result, args.report)
 
 
-def _check_parent(path: str) -> None:
+def _check_parent(path: str | None) -> None:
+  """Fails before any work when an output's directory does not exist (None: no output)."""
+  if path is None:
+    return
   parent = pathlib.Path(path).resolve().parent
   if not parent.is_dir():
     raise FileNotFoundError(f'{path}: directory {parent} does not exist')

@@ -26,6 +26,16 @@ CA = residue_constants.atom_order['CA']
 BIG = 1e4  # a logit that makes a one-hot prediction: cross entropy exp(-1e4) = 0
 
 
+def _head_bins(module, key):
+  """The bin edges a head returns with its logits, as the total loss passes them on."""
+  pair = jnp.zeros((2, 2, 8))
+  return np.asarray(module.apply(module.init(jax.random.key(0), pair), pair)[key])
+
+
+DISTOGRAM_EDGES = _head_bins(heads.DistogramHead(), 'bin_edges')  # [63] Å
+PAE_BREAKS = _head_bins(heads.PredictedAlignedErrorHead(), 'breaks')  # [63] Å
+
+
 def _chain(rng, n=N_RES):
   """[n, 3] a random walk with 3.8 Å steps, like a Cα trace (Å)."""
   steps = rng.standard_normal((n, 3))
@@ -132,11 +142,9 @@ def test_perfect_predictions_give_zero_cross_entropy():
   ones = np.ones(N_RES, np.float32)
   losses = {}
 
-  cfg = distogram.DistogramLossConfig()
-  edges = cfg.bin_edges()
   dist = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
-  bins = np.sum(dist[..., None] > np.asarray(edges), axis=-1)
-  losses['distogram'] = distogram_loss(_one_hot_logits(bins, cfg.num_bins), edges, ca, ones)
+  bins = np.sum(dist[..., None] > DISTOGRAM_EDGES, axis=-1)
+  losses['distogram'] = distogram_loss(_one_hot_logits(bins, 64), DISTOGRAM_EDGES, ca, ones)
 
   true_msa = rng.integers(0, 23, (5, N_RES))
   losses['masked_msa'] = masked_msa_loss(_one_hot_logits(true_msa, 23), true_msa,
@@ -153,10 +161,9 @@ def test_perfect_predictions_give_zero_cross_entropy():
       np.float32(2.0))
 
   affines = _affines(rng)
-  pae_cfg = aligned_error.AlignedErrorLossConfig()
   losses['aligned_error'] = aligned_error_loss(
-      _one_hot_logits(np.zeros((N_RES, N_RES), int), pae_cfg.num_bins), pae_cfg.breaks(),
-      affines, affines, ones, np.float32(2.0))
+      _one_hot_logits(np.zeros((N_RES, N_RES), int), 64), PAE_BREAKS, affines, affines, ones,
+      np.float32(2.0))
 
   print('perfect predictions:', {k: float(v) for k, v in losses.items()})
   for name, value in losses.items():
@@ -167,8 +174,7 @@ def test_uniform_logits_give_log_num_classes():
   rng = np.random.default_rng(4)
   ca = _chain(rng)
   mask = (rng.random(N_RES) < 0.7).astype(np.float32)
-  cfg = distogram.DistogramLossConfig()
-  value = distogram_loss(jnp.zeros((N_RES, N_RES, 64)), cfg.bin_edges(), ca, mask)
+  value = distogram_loss(jnp.zeros((N_RES, N_RES, 64)), DISTOGRAM_EDGES, ca, mask)
   assert float(value) == pytest.approx(math.log(64), rel=1e-5)
   value = masked_msa_loss(jnp.zeros((4, N_RES, 23)), rng.integers(0, 23, (4, N_RES)),
                           (rng.random((4, N_RES)) < 0.15).astype(np.float32))
@@ -178,15 +184,14 @@ def test_uniform_logits_give_log_num_classes():
 def test_distogram_hand_bins():
   # Edges 2.3125 + 0.3125 k: 5 Å lies above 9 edges (bin 9), 0 Å below all (bin 0). Point 2
   # is masked out: only the pairs (0, 1), (1, 0) at 5 Å and the self pairs at 0 Å are scored.
-  cfg = distogram.DistogramLossConfig()
   points = np.float32([[0, 0, 0], [5, 0, 0], [5, 30, 0]])
   mask = np.float32([1, 1, 0])
   logits = np.zeros((3, 3, 64), np.float32)
   logits[0, 1, 9] = logits[1, 0, 9] = BIG
   logits[0, 0, 0] = logits[1, 1, 0] = BIG
-  assert float(distogram_loss(logits, cfg.bin_edges(), points, mask)) < 1e-5
+  assert float(distogram_loss(logits, DISTOGRAM_EDGES, points, mask)) < 1e-5
   logits[0, 1, 9] = 0.0  # now uniform for one of 4 scored pairs
-  assert float(distogram_loss(logits, cfg.bin_edges(), points, mask)) == pytest.approx(
+  assert float(distogram_loss(logits, DISTOGRAM_EDGES, points, mask)) == pytest.approx(
       math.log(64) / 4, rel=1e-4)
 
 
@@ -210,18 +215,6 @@ def test_aligned_error_hand_case_and_invariance():
   np.testing.assert_allclose(aligned_error.aligned_error_squared(moved, true), 0.0, atol=1e-4)
 
 
-def _head_edges(module, key):
-  pair = jnp.zeros((2, 2, 8))
-  return module.apply(module.init(jax.random.key(0), pair), pair)[key]
-
-
-def test_config_bins_match_the_heads():
-  np.testing.assert_array_equal(distogram.DistogramLossConfig().bin_edges(),
-                                _head_edges(heads.DistogramHead(), 'bin_edges'))
-  np.testing.assert_array_equal(aligned_error.AlignedErrorLossConfig().breaks(),
-                                _head_edges(heads.PredictedAlignedErrorHead(), 'breaks'))
-
-
 # ------------------------------------------------------------------------ resolution filter
 
 
@@ -243,7 +236,7 @@ def _filtered_losses(resolution, filter_by_resolution=True):
               filter_by_resolution=filter_by_resolution)),
       'aligned_error': aligned_error_loss(
           rng.standard_normal((N_RES, N_RES, 64)).astype(np.float32),
-          aligned_error.AlignedErrorLossConfig().breaks(), affines, _affines(rng),
+          PAE_BREAKS, affines, _affines(rng),
           np.ones(N_RES, np.float32), res,
           aligned_error.AlignedErrorLossConfig(filter_by_resolution=filter_by_resolution)),
   }
@@ -277,16 +270,14 @@ def _all_losses(logits, positions, affines, mask_value):
   atom_mask = jnp.full((n, 37), mask_value)
   identity = jnp.concatenate([jnp.ones((n, 1)), jnp.zeros((n, 6))], -1)
   res = jnp.float32(2.0)
-  pae_cfg = aligned_error.AlignedErrorLossConfig()
   return {
-      'distogram': distogram_loss(logits['distogram'], distogram.DistogramLossConfig().bin_edges(),
-                                  positions[:, CA], mask),
+      'distogram': distogram_loss(logits['distogram'], DISTOGRAM_EDGES, positions[:, CA], mask),
       'masked_msa': masked_msa_loss(logits['masked_msa'], jnp.zeros((3, n), jnp.int32),
                                     jnp.full((3, n), mask_value)),
       'plddt': plddt_loss(logits['plddt'], positions, jnp.zeros((n, 37, 3)), atom_mask, res),
       'experimentally_resolved': experimentally_resolved_loss(
           logits['experimentally_resolved'], atom_mask, atom_mask, res),
-      'aligned_error': aligned_error_loss(logits['aligned_error'], pae_cfg.breaks(), affines,
+      'aligned_error': aligned_error_loss(logits['aligned_error'], PAE_BREAKS, affines,
                                           identity, mask, res),
       'lddt': lddt_fn(positions[:, CA], zeros3, mask[:, None]),
   }
@@ -333,7 +324,7 @@ def test_gradient_reaches_the_logits_only():
   true_affines = _affines(rng)
   g_logits, g_aff = jax.grad(
       lambda l, a: aligned_error_loss(
-          l, aligned_error.AlignedErrorLossConfig().breaks(), a, true_affines,
+          l, PAE_BREAKS, a, true_affines,
           np.ones(N_RES, np.float32), np.float32(1.0)),
       argnums=(0, 1))(pae_logits, jnp.asarray(_affines(rng)))
   assert float(jnp.max(jnp.abs(g_logits))) > 0.0

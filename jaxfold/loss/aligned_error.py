@@ -23,17 +23,12 @@ from jaxfold.loss.resolution import resolution_weight
 
 @dataclasses.dataclass(frozen=True)
 class AlignedErrorLossConfig:
-  """AlphaFold's `heads.predicted_aligned_error` loss settings (31 Å: bins 0.5 Å wide)."""
-  max_error_bin: float = 31.0
-  num_bins: int = 64
+  """AlphaFold's `heads.predicted_aligned_error` loss settings; the bins are the head's (its
+  outputs' 'breaks')."""
   filter_by_resolution: bool = True
   min_resolution: float = 0.1
   max_resolution: float = 3.0
   eps: float = 1e-8
-
-  def breaks(self) -> jax.Array:
-    """[num_bins - 1] bin edges (Å), as the predicted aligned error head returns them."""
-    return jnp.linspace(0.0, self.max_error_bin, self.num_bins - 1)
 
 
 def _local_origins(frames: Rigid) -> jax.Array:

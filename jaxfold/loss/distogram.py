@@ -15,19 +15,8 @@ import optax
 
 @dataclasses.dataclass(frozen=True)
 class DistogramLossConfig:
-  """AlphaFold's `heads.distogram` bins and the loss's denominator epsilon.
-
-  num_bins - 1 edges evenly spaced from first_break to last_break (Å); the first bin is
-  everything below first_break, the last everything above last_break.
-  """
-  first_break: float = 2.3125
-  last_break: float = 21.6875
-  num_bins: int = 64
+  """The loss's denominator epsilon; the bins are the head's (its outputs' 'bin_edges')."""
   eps: float = 1e-6
-
-  def bin_edges(self) -> jax.Array:
-    """[num_bins - 1] edges (Å), as the distogram head returns them."""
-    return jnp.linspace(self.first_break, self.last_break, self.num_bins - 1)
 
 
 def distogram_loss(logits: jax.Array, bin_edges: jax.Array, pseudo_beta: jax.Array,

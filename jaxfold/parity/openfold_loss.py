@@ -133,9 +133,6 @@ def jaxfold_outputs(fixture: LossFixture) -> dict[str, Any]:
 # not translated: jaxfold keeps AlphaFold's, which differ from OpenFold's in a few terms
 # (their effect on the fixture's terms is below 1e-6 relative).
 _LOSS_FIELDS = {
-    ('distogram', 'min_bin'): 'distogram.first_break',
-    ('distogram', 'max_bin'): 'distogram.last_break',
-    ('distogram', 'no_bins'): 'distogram.num_bins',
     ('fape', 'backbone.clamp_distance'): 'fape.fape.clamp_distance',
     ('fape', 'backbone.loss_unit_distance'): 'fape.fape.loss_unit_distance',
     ('fape', 'sidechain.clamp_distance'): 'fape.sidechain.atom_clamp_distance',
@@ -152,8 +149,6 @@ _LOSS_FIELDS = {
     ('supervised_chi', 'angle_norm_weight'): 'torsion.angle_norm_weight',
     ('violation', 'violation_tolerance_factor'): 'violation.violation_tolerance_factor',
     ('violation', 'clash_overlap_tolerance'): 'violation.clash_overlap_tolerance',
-    ('tm', 'max_bin'): 'aligned_error.max_error_bin',
-    ('tm', 'no_bins'): 'aligned_error.num_bins',
     ('tm', 'min_resolution'): 'aligned_error.min_resolution',
     ('tm', 'max_resolution'): 'aligned_error.max_resolution',
 }
