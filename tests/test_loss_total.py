@@ -11,6 +11,10 @@ from jaxfold.loss import total
 from jaxfold.parity import openfold_loss
 
 SMALL_LOSS = 'fixtures/openfold/small_loss'
+# One compilation each, shared by every call with the fixture's shapes.
+fine_tuning_loss = jax.jit(lambda o, b: total.alphafold_loss(o, b, total.FINE_TUNING))
+fine_tuning_loss_and_gradient = jax.jit(jax.value_and_grad(
+    lambda o, b: total.alphafold_loss(o, b, total.FINE_TUNING)[0]))
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +38,7 @@ def test_the_stages_weights_are_table_4s():
 
 def test_total_is_the_weighted_sum_scaled_by_the_square_root_of_the_length(example):
   outputs, batch = example
-  loss, terms = jax.jit(lambda o, b: total.alphafold_loss(o, b, total.FINE_TUNING))(outputs, batch)
+  loss, terms = fine_tuning_loss(outputs, batch)
   weights = dataclasses.asdict(total.FINE_TUNING.weights)
   unscaled = sum(weight * float(terms[name]) for name, weight in weights.items())
   np.testing.assert_allclose(float(terms['unscaled_loss']), unscaled, rtol=1e-6)
@@ -45,11 +49,11 @@ def test_total_is_the_weighted_sum_scaled_by_the_square_root_of_the_length(examp
   longer = {**batch, 'seq_length': np.int32(500)}
   shorter = {**batch, 'seq_length': np.int32(16)}
   for changed, scale in ((longer, np.sqrt(num_res)), (shorter, 4.0)):
-    np.testing.assert_allclose(float(total.alphafold_loss(outputs, changed, total.FINE_TUNING)[0]),
-                               unscaled * scale, rtol=1e-5)
+    np.testing.assert_allclose(float(fine_tuning_loss(outputs, changed)[0]), unscaled * scale,
+                               rtol=1e-5)
   unscaled_config = dataclasses.replace(total.FINE_TUNING, scale_by_length=False)
-  np.testing.assert_allclose(float(total.alphafold_loss(outputs, batch, unscaled_config)[0]),
-                             unscaled, rtol=1e-5)
+  unscaled_loss = jax.jit(lambda o, b: total.alphafold_loss(o, b, unscaled_config)[0])
+  np.testing.assert_allclose(float(unscaled_loss(outputs, batch)), unscaled, rtol=1e-5)
   for metric in ('violations_between_residue_bond', 'violations_per_residue'):
     assert 0 <= float(terms[metric]) <= 1
 
@@ -57,10 +61,11 @@ def test_total_is_the_weighted_sum_scaled_by_the_square_root_of_the_length(examp
 def test_an_aligned_error_weight_without_the_head_is_an_error(example):
   outputs, batch = example
   without = {k: v for k, v in outputs.items() if k != 'predicted_aligned_error'}
-  _, terms = total.alphafold_loss(without, batch, total.INITIAL_TRAINING)
+  _, terms = jax.jit(lambda o, b: total.alphafold_loss(o, b, total.INITIAL_TRAINING))(without,
+                                                                                       batch)
   assert 'aligned_error' not in terms
   with pytest.raises(ValueError, match="no 'predicted_aligned_error' head"):
-    total.alphafold_loss(without, batch, total.FINE_TUNING)
+    fine_tuning_loss(without, batch)
 
 
 def test_empty_masks_and_zero_coordinates_give_finite_values_and_gradients(example):
@@ -71,8 +76,7 @@ def test_empty_masks_and_zero_coordinates_give_finite_values_and_gradients(examp
                else v) for k, v in batch.items()}
   zero_outputs = jax.tree.map(jnp.zeros_like, outputs)
   for out, labels in ((outputs, empty), (zero_outputs, empty), (zero_outputs, batch)):
-    loss_fn = lambda o, b=labels: total.alphafold_loss(o, b, total.FINE_TUNING)[0]
-    value, grads = jax.jit(jax.value_and_grad(loss_fn))(out)
+    value, grads = fine_tuning_loss_and_gradient(out, labels)
     assert np.isfinite(float(value))
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
       assert np.all(np.isfinite(leaf)), jax.tree_util.keystr(path)
