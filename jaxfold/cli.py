@@ -237,6 +237,16 @@ def _parity(args: argparse.Namespace) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
   _check_parent(args.report)
+  if args.losses or args.gradients:
+    flag = '--losses' if args.losses else '--gradients'
+    if args.batch:
+      raise ValueError(f'{args.batch}: {flag} makes its own training example (2q2k chain A '
+                       'through jaxfold\'s data pipeline); --batch does not apply')
+    if args.losses and args.gradients:
+      raise ValueError('--losses and --gradients are two comparisons: ask for one at a time')
+    if args.gradients and args.params:
+      raise ValueError(f'{args.params}: --gradients uses perturbed random weights of its own; '
+                       '--params does not apply')
   progress = _Progress(args.quiet)
   params = batch = None
   if args.params:
@@ -244,12 +254,16 @@ def _parity(args: argparse.Namespace) -> int:
     from jaxfold.convert.haiku_tree import to_haiku  # pylint: disable=import-outside-toplevel
     params = to_haiku(tree, root='alphafold')
   if args.losses:
-    if args.batch:
-      raise ValueError(f'{args.batch}: --losses makes its own training example (2q2k chain A '
-                       'through jaxfold\'s data pipeline); --batch does not apply')
     from jaxfold.parity import alphafold_loss  # pylint: disable=import-outside-toplevel
     return _print_comparison(alphafold_loss.compare_losses(
         alphafold_model.shared_dir(), args.preset, params=params, progress=progress), args.report)
+  if args.gradients:
+    from jaxfold.parity import alphafold_gradients  # pylint: disable=import-outside-toplevel
+    result = alphafold_gradients.compare_gradients(alphafold_model.shared_dir(), args.preset,
+                                                   progress=progress)
+    status = _print_comparison(result, args.report)
+    print(alphafold_gradients.summary(result))
+    return status
   if args.batch:
     from jaxfold.convert.openfold_batch import TEMPLATE_TORSION_FEATURES  # pylint: disable=import-outside-toplevel
     from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
@@ -459,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help='compare every loss term and the total with AlphaFold\'s own '
                               'loss code, on a training example of 2q2k chain A (64 residues) '
                               'made by jaxfold\'s data pipeline')
+  alphafold.add_argument('--gradients', action='store_true',
+                         help='compare the gradient of the total training loss for every '
+                              'parameter with AlphaFold\'s through its own model, on the same '
+                              'training example (one recycling iteration; ~25 min on 2 cores)')
   alphafold.add_argument('--report', help='write every row with its numbers to this JSON file')
   alphafold.set_defaults(run=_parity)
   openfold = references.add_parser(

@@ -561,3 +561,18 @@ def test_parity_losses_refuse_a_batch(batch_npz, capsys):
   finally:
     jax.config.update('jax_default_matmul_precision', before)
   assert '--losses makes its own training example' in line
+
+
+def test_parity_gradients_refuse_weights_and_a_batch(batch_npz, tmp_path, capsys):
+  pytest.importorskip('alphafold.model.modules')
+  before = jax.config.jax_default_matmul_precision
+  weights = tmp_path / 'weights.npz'
+  try:
+    line = assert_fails(capsys, ['parity', 'alphafold', '--gradients', '--batch', batch_npz],
+                        batch_npz)
+    assert '--gradients makes its own training example' in line
+    line = assert_fails(capsys, ['parity', 'alphafold', '--gradients', '--params', weights],
+                        weights)
+    assert 'perturbed random weights of its own' in line
+  finally:
+    jax.config.update('jax_default_matmul_precision', before)
