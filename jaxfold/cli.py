@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
   alphafold.add_argument('--gradients', action='store_true',
                          help='compare the gradient of the total training loss for every '
                               'parameter with AlphaFold\'s through its own model, on the same '
-                              'training example (one recycling iteration; ~25 min on 2 cores)')
+                              'training example (one recycling iteration; ~10 min on 2 cores)')
   alphafold.add_argument('--report', help='write every row with its numbers to this JSON file')
   alphafold.set_defaults(run=_parity)
   openfold = references.add_parser(
