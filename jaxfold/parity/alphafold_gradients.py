@@ -53,8 +53,8 @@ import numpy as np
 
 from jaxfold.convert.haiku_tree import from_haiku
 from jaxfold.loss import total
-from jaxfold.model import config as model_config
 from jaxfold.loss.aligned_error import aligned_error_loss
+from jaxfold.model import config as model_config
 from jaxfold.model.alphafold import AlphaFold, model_features
 from jaxfold.model.heads import PredictedAlignedErrorHead
 from jaxfold.parity.agreement import (ALPHAFOLD_MODULE_TOLERANCE, Comparison, Row, agreement,
