@@ -174,7 +174,7 @@ def loss_rows(ours: Any, ours_breakdown: Mapping[str, Any], reference: Any,
     losses.
   """
   def row(name, mine, value, value_again):
-    spread = abs(float(value_again) - float(value)) / max(abs(float(value)), 1e-30)
+    spread = scalar_row(name, value_again, value, None).relative
     return scalar_row(name, mine, value, _tolerance(LOSS_TOLERANCE, spread))
 
   table = [row(LOSS_ROW, ours, reference, again)]
@@ -193,24 +193,28 @@ def gradient_rows(ours: Any, reference: Any, again: Any) -> list[Row]:
           for r in rows(GRADIENT_PREFIX, ours, reference, None)]
 
 
+def gradients(table: list[Row]) -> list[Row]:
+  """The whole-model gradient rows of a table (one per parameter)."""
+  return [r for r in table if r.name.startswith(f'{GRADIENT_PREFIX}/')]
+
+
 def worst(table: list[Row], count: int = 10) -> list[Row]:
   """The `count` gradient rows furthest from the reference, relative, worst first."""
-  gradients = [r for r in table if r.name.startswith(f'{GRADIENT_PREFIX}/')]
-  return sorted(gradients, key=lambda r: r.relative, reverse=True)[:count]
+  return sorted(gradients(table), key=lambda r: r.relative, reverse=True)[:count]
 
 
 def summary(comparison: Comparison) -> str:
   """One line: the losses, how many leaves met 1e-4, how many AlphaFold's own spread."""
   loss = next(r for r in comparison.rows if r.name == LOSS_ROW)
-  gradients = [r for r in comparison.rows if r.name.startswith(f'{GRADIENT_PREFIX}/')]
-  strict = sum(r.relative <= GRADIENT_TOLERANCE for r in gradients)
-  envelope = sum(r.passed for r in gradients) - strict
+  leaves = gradients(comparison.rows)
+  strict = sum(r.relative <= GRADIENT_TOLERANCE for r in leaves)
+  envelope = sum(r.passed for r in leaves) - strict
   top = worst(comparison.rows, 1)[0]
   return (f'{comparison.preset}, {comparison.num_residues} residues: loss ours '
           f'{loss.values[0]:.7g} reference {loss.values[1]:.7g} (rel {loss.relative:.2e}); '
-          f'{len(gradients)} gradient leaves: {strict} within {GRADIENT_TOLERANCE:g}, {envelope} '
+          f'{len(leaves)} gradient leaves: {strict} within {GRADIENT_TOLERANCE:g}, {envelope} '
           f'more within {ENVELOPE_FACTOR:g}x AlphaFold\'s own spread, '
-          f'{len(gradients) - strict - envelope} beyond; worst {top.name} '
+          f'{len(leaves) - strict - envelope} beyond; worst {top.name} '
           f'max|Δ|/max|ref| {top.relative:.2e} (tolerance {top.tolerance:.2e})')
 
 
