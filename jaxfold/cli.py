@@ -70,14 +70,59 @@ def _convert(args: argparse.Namespace) -> None:
   _check_parent(args.dst)
   progress = _Progress(args.quiet)
   progress(f'reading {args.src}')
-  tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
-                                           trusted=args.trust_pickle)
+  training = _training_checkpoint(args.src)
+  if training:
+    tree, preset_name, model_config = _training_params(args.src, args.ema, args.preset)
+  else:
+    tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
+                                             trusted=args.trust_pickle)
+    model_config = config.model
   arrays = alphafold_npz.flat_keys(tree)
   progress(f'{len(arrays)} tensors, {sum(a.size for a in arrays.values()):,} parameters fit '
            f'{preset_name}; writing {args.dst}')
   formats.save_params(tree, args.dst, preset=preset_name, overwrite=args.overwrite,
-                      model_config=config.model)
+                      model_config=model_config)
   progress('done')
+
+
+def _training_checkpoint(path: str) -> bool:
+  from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
+  return checkpoints.is_training_checkpoint(path)
+
+
+def _training_params(path: str, ema: bool | None, preset_name: str | None):
+  """(params, preset, model config) of a training checkpoint step: EMA unless ema is False."""
+  from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
+  run = checkpoints.run_config(path)
+  if preset_name is not None and preset_name != run.preset:
+    raise ValueError(f'{path}: the run trained preset {run.preset!r}, not {preset_name!r}')
+  return checkpoints.read_params(path, ema=ema is not False), run.preset, run.model.model
+
+
+def _train(args: argparse.Namespace) -> None:
+  from jaxfold.train import config as config_lib, loop  # pylint: disable=import-outside-toplevel
+  config = config_lib.load(args.config)
+  changes = list(args.set or [])
+  if args.data:
+    first = next((i for i, s in enumerate(config.data) if not s.distillation), None)
+    if first is None:
+      raise ValueError(f'{args.config}: --data replaces the PDB source, but every data source '
+                       'is self-distillation')
+    changes.insert(0, f'data.{first}.path={args.data}')
+  if args.steps is not None:
+    changes.append(f'steps={args.steps}')
+  if args.checkpoint_every is not None:
+    changes.append(f'checkpoint_every={args.checkpoint_every}')
+  config = config_lib.override(config, changes)
+  for source in config.data:
+    if not pathlib.Path(source.path).is_dir():
+      raise FileNotFoundError(f'{source.path or "(empty)"}: data source is not a directory '
+                              '(build one with `jaxfold data build`, pass it with --data)')
+  if args.init is not None and not pathlib.Path(args.init).exists():
+    raise FileNotFoundError(f'{args.init}: no such file or directory (--init)')
+  progress = _Progress(args.quiet)
+  summary = loop.train(config, args.workdir, init=args.init, quiet=args.quiet, progress=progress)
+  progress(f'step {summary.step}, {summary.skipped_steps} skipped steps; run in {args.workdir}')
 
 
 def _read_batch(path: str, layout: str = 'alphafold') -> dict[str, np.ndarray]:
@@ -361,16 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
                   'Every pair converts; the source is checked against the preset\'s keys and '
                   'shapes before anything is written, and the output appears whole or not at '
                   'all. OpenFold files need PyTorch: pip install \'jaxfold[torch]\'.')
-  convert.add_argument('src', help='AlphaFold params_<preset>.npz, OpenFold .pt/.ckpt, or '
-                                   'jaxfold checkpoint directory')
+  convert.add_argument('src', help='AlphaFold params_<preset>.npz, OpenFold .pt/.ckpt, '
+                                   'jaxfold checkpoint directory, or a training checkpoint '
+                                   '<workdir>/checkpoints/<step>')
   convert.add_argument('dst', help='output .npz, .pt (OpenFold state dict) or checkpoint '
                                    'directory (must not exist)')
   convert.add_argument('--preset', choices=PRESETS,
                        help='model preset (required for a .npz or OpenFold source; a jaxfold '
                             'checkpoint records it)')
   convert.add_argument('--ema', action=argparse.BooleanOptionalAction, default=None,
-                       help='of a Lightning .ckpt, read the EMA weights (--ema) or the trained '
-                            'ones (--no-ema); default: EMA when present')
+                       help='of a Lightning .ckpt or a training checkpoint, read the EMA weights '
+                            '(--ema) or the trained ones (--no-ema); default: EMA when present')
   convert.add_argument('--trust-pickle', action='store_true',
                        help='let PyTorch unpickle any object in an OpenFold file (it can run '
                             'code: only for files from a trusted source)')
@@ -412,6 +458,29 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--overwrite', action='store_true',
                        help='replace existing prediction files in the output directory')
   predict.set_defaults(run=_predict)
+
+  train = commands.add_parser(
+      'train', help='train AlphaFold2 (from scratch, or fine-tune AlphaFold / OpenFold weights)',
+      description='Trains with the procedure of Jumper et al. (2021) Suppl. 1.11 as the config '
+                  'file sets it (configs/train/{initial,finetune,tiny}.py), reading training sets '
+                  'built by `jaxfold data build`. Writes checkpoints, TensorBoard events, '
+                  'metrics.jsonl, validation structures and loss_curves.png to the workdir. '
+                  'Running the same command again resumes from the latest checkpoint, '
+                  'bit-identically; SIGTERM / SIGINT save a checkpoint and stop.')
+  train.add_argument('--config', required=True, help='config file defining get_config()')
+  train.add_argument('--workdir', required=True, help='the run\'s directory (resumed if it '
+                                                      'holds a run)')
+  train.add_argument('--data', help='built training set (<output>/chain_features/1.0.0): '
+                                    'replaces the config\'s PDB source')
+  train.add_argument('--steps', type=int, help='train until this step (default: the config\'s)')
+  train.add_argument('--checkpoint-every', type=int, help='checkpoint interval in steps')
+  train.add_argument('--init', help='start from these weights: AlphaFold .npz, OpenFold '
+                                    '.pt/.ckpt, jaxfold checkpoint, or a training checkpoint '
+                                    '<workdir>/checkpoints/<step> (its EMA weights)')
+  train.add_argument('--set', action='append', metavar='KEY=VALUE',
+                     help='override a config field by dotted path, e.g. '
+                          'optimizer.learning_rate=5e-4 or data.0.weight=0.25 (repeatable)')
+  train.set_defaults(run=_train)
 
   data = commands.add_parser('data', help='make features from sequence, alignment and mmCIF files')
   data_commands = data.add_subparsers(dest='data_command', required=True)

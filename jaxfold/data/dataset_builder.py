@@ -10,6 +10,13 @@ example reads back equal in dtype, shape and value. A chain whose `make_example`
 whose arrays do not fit the feature spec, is logged and skipped; the build's summary (examples
 per split, the failed chains and why) is returned and written beside the shards as
 `build_summary.json`.
+
+When examples carry AlphaFold's `domain_name` and `seq_length`, the build also writes
+`chains.json`: each split's chain IDs and sequence lengths in record order (record i of
+`load_data_source` is chain i), so per-chain sampling weights need no pass over the records.
+TFDS stores a split's records sorted by the md5 hash of (split name, example key), not in the
+order they were generated; that order is computed from the keys and checked against the
+first and last record of every shard.
 """
 
 import collections
@@ -24,8 +31,12 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
+from tensorflow_datasets.core import hashing as tfds_hashing
 
 SUMMARY_FILE = 'build_summary.json'
+CHAINS_FILE = 'chains.json'
+# The features `chains.json` records: the chain's ID and its number of residues.
+_INDEX_FEATURES = ('domain_name', 'seq_length')
 
 MakeExample = Callable[[str], Mapping[str, Any]]
 
@@ -121,6 +132,8 @@ class ChainFeatures(tfds.core.GeneratorBasedBuilder):
     self._splits = {split: list(chain_ids) for split, chain_ids in splits.items()}
     self._feature_spec = feature_spec
     self.failures: dict[str, dict[str, str]] = {split: {} for split in splits}
+    # split -> chain ID -> N_res of every chain written (when examples have `seq_length`)
+    self.seq_lengths: dict[str, dict[str, int]] = {split: {} for split in splits}
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -151,6 +164,8 @@ class ChainFeatures(tfds.core.GeneratorBasedBuilder):
         logging.warning('skipping chain %s of split %s: %s', chain_id, split, failures[chain_id])
         progress.set_postfix(failed=len(failures))
         continue
+      if 'seq_length' in example:
+        self.seq_lengths[split][chain_id] = _seq_length(example)
       yield chain_id, example
     if len(failures) == len(chain_ids):
       first = next(iter(failures.items()))
@@ -200,7 +215,65 @@ def build_dataset(data_dir: str | pathlib.Path, make_example: MakeExample,
       num_examples={split: builder.info.splits[split].num_examples for split in splits},
       failed=builder.failures)
   (dataset_dir / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(summary), indent=1))
+  if all(key in feature_spec for key in _INDEX_FEATURES):
+    index = {split: _record_index(dataset_dir, split, builder.seq_lengths[split],
+                                  builder.info.splits[split].shard_lengths) for split in splits}
+    (dataset_dir / CHAINS_FILE).write_text(json.dumps(index))
   return summary
+
+
+def _seq_length(example: Mapping[str, np.ndarray]) -> int:
+  # AlphaFold's raw `seq_length` is N_res repeated N_res times; a scalar is accepted too.
+  return int(np.ravel(example['seq_length'])[0])
+
+
+def _read_index(source: Sequence[Mapping[str, np.ndarray]], what: str) -> dict[str, list]:
+  """Chain IDs and lengths of every record, read in record order (a full pass)."""
+  chain_ids, lengths = [], []
+  for example in tqdm.tqdm(source, desc=f'reading {what}', unit='chain'):
+    chain_ids.append(example['domain_name'][0].decode())
+    lengths.append(_seq_length(example))
+  return {'chain_id': chain_ids, 'seq_length': lengths}
+
+
+def _record_index(dataset_dir: pathlib.Path, split: str, seq_lengths: Mapping[str, int],
+                  shard_lengths: Sequence[int]) -> dict[str, list]:
+  """`chains.json`'s entry of a split just written: its chains in record order, and lengths."""
+  hasher = tfds_hashing.Hasher(split)  # TFDS salts a split's key hashes with its name
+  chain_ids = sorted(seq_lengths, key=hasher.hash_key)
+  source = load_data_source(dataset_dir, split)
+  ends = np.cumsum(shard_lengths)
+  probes = sorted({*(ends - np.asarray(shard_lengths)).tolist(), *(ends - 1).tolist()})
+  if len(source) != len(chain_ids) or any(
+      source[i]['domain_name'][0].decode() != chain_ids[i] for i in probes):
+    logging.warning('%s: split %r is not stored in the record order expected of TFDS; reading '
+                    'its %d records to list their chains', dataset_dir, split, len(source))
+    return _read_index(source, f'{split} chain IDs')
+  return {'chain_id': chain_ids, 'seq_length': [seq_lengths[c] for c in chain_ids]}
+
+
+def record_chains(dataset_dir: str | pathlib.Path,
+                  split: str = 'train') -> tuple[list[str], np.ndarray]:
+  """(chain IDs, [N_records] int64 sequence lengths) of a built split, in record order.
+
+  Read from `chains.json`; a dataset built without it (before jaxfold wrote it) is read
+  record by record instead, with a logged note.
+  """
+  dataset_dir = pathlib.Path(dataset_dir)
+  source = load_data_source(dataset_dir, split)
+  path = dataset_dir / CHAINS_FILE
+  index = json.loads(path.read_text()) if path.exists() else {}
+  if split in index:
+    entry = index[split]
+    if len(entry['chain_id']) != len(source):
+      raise DatasetError(f'{path} lists {len(entry["chain_id"])} chains of split {split!r}, '
+                         f'which holds {len(source)} records')
+  else:
+    logging.warning('%s has no %s entry for split %r (built by an older jaxfold): reading the '
+                    'chain ID and length of its %d records', dataset_dir, CHAINS_FILE, split,
+                    len(source))
+    entry = _read_index(source, f'{split} chain IDs')
+  return entry['chain_id'], np.asarray(entry['seq_length'], dtype=np.int64)
 
 
 def load_data_source(dataset_dir: str | pathlib.Path, split: str = 'train'):

@@ -4,9 +4,13 @@
 alignment database, plus an mmCIF folder) into ArrayRecord shards holding each chain's raw
 features and ground truth (`pipeline.training_example`); `batches` reads them back through
 grain and processes each drawn chain into a training-mode model batch (crops, MSA sampling,
-masking), every random choice derived from one seed.
+masking), every random choice derived from one seed. `mixed_batches` does the same for several
+built sets mixed with configured weights (PDB chains and the self-distillation set of Jumper et
+al. (2021) Suppl. 1.3; OpenFold draws the latter with probability 0.75), each drawn uniformly or
+by the per-chain weights of Suppl. 1.2.5 (`chain_weights`).
 """
 
+import dataclasses
 import datetime
 import functools
 import os
@@ -58,17 +62,45 @@ def build(alignments: str | os.PathLike, mmcif_dir: str | os.PathLike,
                                        num_shards=num_shards)
 
 
+def chain_weights(dataset_dir: str | os.PathLike, split: str = 'train',
+                  cache: str | os.PathLike | None = None) -> np.ndarray:
+  """[N_records] float64 Suppl. 1.2.5 sampling weights of a built split, in record order.
+
+  Each chain's weight is `openproteinset.sampling_probability` of its sequence length (SEQRES,
+  as built) and, with an OpenFold chain-data or mmCIF cache, its cluster size; without a cache
+  there is no cluster term. Every chain of the split must be in the cache.
+  """
+  chain_ids, lengths = dataset_builder.record_chains(dataset_dir, split)
+  cluster_sizes = [None] * len(chain_ids)
+  if cache is not None:
+    metadata = openproteinset.load_chain_cache(cache)
+    missing = [c for c in chain_ids if c not in metadata]
+    if missing:
+      raise openproteinset.MissingChainError(
+          f'{cache}: no entry for {len(missing)} of the {len(chain_ids)} chains of split '
+          f'{split!r} of {dataset_dir}, e.g. {missing[:5]}')
+    cluster_sizes = [metadata[c].cluster_size for c in chain_ids]
+  return np.array([openproteinset.sampling_probability(int(n), size)
+                   for n, size in zip(lengths, cluster_sizes)], dtype=np.float64)
+
+
 class _Process:
-  """Raw chain -> training batch of `processing.process_features` (picklable for workers)."""
+  """Raw chain -> training batch of `processing.process_features` (picklable for workers).
+
+  distillation: marks every example `is_distillation` (self-distillation MSA sampling).
+  """
 
   def __init__(self, data_config: Any, train_config: processing.TrainingDataConfig,
-               num_recycle: int):
+               num_recycle: int, distillation: bool = False):
     self._args = (data_config, train_config, num_recycle)
+    self._distillation = distillation
 
   def __call__(self, example: Mapping[str, np.ndarray], rng: np.random.Generator
                ) -> dict[str, np.ndarray]:
     data_config, train_config, num_recycle = self._args
     name = example['domain_name'][0].decode()
+    if self._distillation:
+      example = {**example, 'is_distillation': np.ones(1, np.float32)}
     return processing.process_features(
         example, data_config, mode='train', seed=int(rng.integers(2**63)),
         num_recycle=num_recycle, train_config=train_config, source=f'chain {name}')
@@ -90,3 +122,53 @@ def batches(dataset_dir: str | os.PathLike, data_config: Any, *, seed: int, spli
       source, seed=seed, num_epochs=num_epochs, weights=weights, shard_index=shard_index,
       shard_count=shard_count, transform=_Process(data_config, train_config, num_recycle),
       batch_size=batch_size, start_step=start_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """One built set of a training mixture.
+
+  path: the built dataset (`<output>/chain_features/<version>`).
+  weight: its share of the mixture, normalised over the sources (AlphaFold trained on 0.25 PDB,
+    0.75 self-distillation).
+  chain_weights: draw its chains by `chain_weights` (Suppl. 1.2.5, with `cache`'s cluster
+    sizes), with replacement; False draws a fresh permutation each epoch.
+  cache: an OpenFold chain-data or mmCIF cache JSON; read only with chain_weights.
+  distillation: its examples are self-distillation (`is_distillation` set).
+  """
+  path: str | os.PathLike
+  split: str = 'train'
+  weight: float = 1.0
+  chain_weights: bool = False
+  cache: str | os.PathLike | None = None
+  distillation: bool = False
+
+  def __post_init__(self):
+    if self.cache is not None and not self.chain_weights:
+      raise ValueError(f'data source {self.path}: a cache ({self.cache}) is read only for '
+                       'chain_weights=True')
+
+
+def mixed_batches(sources: Sequence[DataSource], data_config: Any, *, seed: int,
+                  train_config: processing.TrainingDataConfig = processing.TrainingDataConfig(),
+                  num_recycle: int = 0, batch_size: int | None = None, start_step: int = 0,
+                  shard_index: int | None = None,
+                  shard_count: int | None = None) -> grain.MapDataset:
+  """Endless training batches of several built sets: element k is this shard's batch of step k.
+
+  Position p of the global stream is source s's p-th draw with probability proportional to
+  `sources[s].weight` (`loader.mixture`); each source draws and processes with a seed of its
+  own, derived from `seed`. The arguments after `sources` are those of `batches`.
+  """
+  streams = []
+  for index, source in enumerate(sources):
+    weights = None
+    if source.chain_weights:
+      weights = chain_weights(source.path, source.split, source.cache)
+    streams.append(loader.source_stream(
+        dataset_builder.load_data_source(source.path, source.split),
+        seed=loader.component_seed(seed, index), weights=weights,
+        transform=_Process(data_config, train_config, num_recycle, source.distillation)))
+  stream = loader.mixture(streams, [source.weight for source in sources], seed)
+  return loader.steps(stream, shard_index=shard_index, shard_count=shard_count,
+                      batch_size=batch_size, start_step=start_step)

@@ -1,0 +1,1 @@
+"""Training: optimizer, train state, train step, validation and the training loop."""

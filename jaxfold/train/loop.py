@@ -1,0 +1,211 @@
+"""The training loop behind `jaxfold train`: resumable to the bit, watched, validated.
+
+A workdir holds one run:
+
+  config.json           the whole TrainConfig (a rerun must match it, except `steps`)
+  checkpoints/<step>/   orbax: TrainState and the data iterator's position
+  tensorboard/          event files (train; validation/), no TensorFlow needed
+  metrics.jsonl         every logged scalar, one JSON line per step
+  predictions/<chain>/  kept validation structures by step, and the truth
+  loss_curves.png       drawn when the run stops
+  compilation_cache/    XLA's compiled steps, so a resumed run starts quickly
+
+Running the same command again continues from the latest checkpoint: the state (parameters,
+EMA, Adam's moments, RNG, step) and the data position are restored exactly, and every later
+step computes what the uninterrupted run would have, bit for bit. SIGTERM or SIGINT stop
+the run after the current step with a checkpoint written.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from jaxfold.common.atomic_file import atomic_write
+from jaxfold.convert import alphafold_npz, formats, schema
+from jaxfold.data import loader, training_set
+from jaxfold.train import checkpoints as checkpoints_lib
+from jaxfold.train import config as config_lib
+from jaxfold.train import optimizer, state as state_lib, step as step_lib, summaries, validation
+
+logger = logging.getLogger(__name__)
+
+PNG_FILE = 'loss_curves.png'
+COMPILATION_CACHE_DIR = 'compilation_cache'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+  """What a call to `train` did: the step reached, whether a signal stopped it early, and the
+  number of skipped (non-finite) steps so far."""
+  step: int
+  stopped_by: str | None
+  skipped_steps: int
+  workdir: str
+
+
+def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig) -> None:
+  """Writes config.json, or checks that a rerun has the run's config (only `steps` may grow)."""
+  path = workdir / checkpoints_lib.CONFIG_FILE
+  new = json.loads(config_lib.to_json(config))
+  if path.exists():
+    old = json.loads(path.read_text())
+    differ = sorted(k for k in set(old) | set(new) if k != 'steps' and old.get(k) != new.get(k))
+    if differ:
+      raise config_lib.ConfigError(
+          f'{workdir}: holds a run with another config ({", ".join(differ)} differ); '
+          'use a new --workdir, or the config the run started with')
+  with atomic_write(path, 'w') as f:
+    f.write(config_lib.to_json(config))
+
+
+def _enable_compilation_cache(workdir: pathlib.Path) -> None:
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', str(workdir / COMPILATION_CACHE_DIR))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
+def initial_params(config: config_lib.TrainConfig, init: str | os.PathLike | None) -> Any:
+  """Parameters to start from: random (seeded), or read from `init`: an AlphaFold .npz, an
+  OpenFold .pt/.ckpt, a jaxfold parameter checkpoint, or a training checkpoint step directory
+  (its EMA parameters), each checked against the config's network."""
+  if init is None:
+    return state_lib.init_params(config.model, jax.random.key(config.seed))
+  expected = schema.parameter_shapes(config.model.model)
+  name = f'the config\'s network ({config.preset})'
+  if not checkpoints_lib.is_training_checkpoint(init):
+    return formats.load_params(init, expected, schema_name=name,
+                               model_config=config.model.model)[0]
+  tree = checkpoints_lib.read_params(init, ema=True)
+  alphafold_npz.check_schema({k: v.shape for k, v in alphafold_npz.flat_keys(tree).items()},
+                             expected, str(init), schema_name=name)
+  return tree
+
+
+class _StopSignal:
+  """Records SIGTERM / SIGINT so the loop can checkpoint and return after the current step."""
+
+  def __init__(self):
+    self.received: str | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, _):
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *_):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _host(tree: Any) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(tree).items()}
+
+
+def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
+          init: str | os.PathLike | None = None, quiet: bool = False,
+          progress: Callable[[str], None] = lambda message: None) -> RunSummary:
+  """Trains until `config.steps` (resuming the run in `workdir` if there is one).
+
+  Args:
+    config: the run's config (a rerun must pass the same, `steps` excepted).
+    workdir: the run's directory (created).
+    init: parameters to start a new run from (ignored when resuming).
+    quiet: no progress bar.
+    progress: receives one-line stage messages.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir_config(workdir, config)
+  _enable_compilation_cache(workdir)
+  primary = jax.process_index() == 0
+  if config.global_batch_size % jax.process_count():
+    raise config_lib.ConfigError(f'global_batch_size {config.global_batch_size} does not split '
+                                 f'over {jax.process_count()} processes')
+
+  tx = optimizer.adam(config.optimizer)
+  checkpoints = checkpoints_lib.Checkpoints(workdir, config.keep_checkpoints)
+  latest = checkpoints.latest_step()
+  if latest is None:
+    progress('initialising parameters' + (f' from {init}' if init else ''))
+    state = state_lib.create(initial_params(config, init), tx, config.seed)
+  else:
+    if init is not None:
+      logger.warning('resuming %s at step %d; --init %s is not read', workdir, latest, init)
+    progress(f'resuming from {workdir / checkpoints_lib.CHECKPOINTS_DIR / str(latest)}')
+    target = jax.eval_shape(lambda: state_lib.create(
+        state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
+    state, data_state = checkpoints.restore(latest, target)
+
+  dataset = training_set.mixed_batches(
+      config.data, config.model.data, seed=config.seed, train_config=config.crop,
+      num_recycle=config.max_num_recycle,
+      batch_size=config.global_batch_size // jax.process_count())
+  batches = loader.make_iterator(dataset, worker_count=config.data_workers)
+  if latest is not None:
+    batches.set_state(data_state)
+
+  chains, keep = [], []
+  if config.validation.data:
+    v = config.validation
+    progress(f'reading validation chains from {v.data}')
+    chains = validation.load_validation_set(v.data, v.split, config.model,
+                                            num_recycle=v.num_recycle, seed=config.seed,
+                                            max_chains=v.max_chains, max_length=v.max_length)
+    keep = list(v.keep) or [chains[0].name]
+
+  train_step = jax.jit(step_lib.make_train_step(config, tx), donate_argnums=0)
+  first = int(state.step)
+  writer = summaries.SummaryWriter(workdir, resume_step=first) if primary else None
+  bar = summaries.Progress(config.steps, resume_step=first, disable=quiet or not primary)
+  progress(f'training from step {first} to {config.steps}; the first step compiles')
+  step, saved, stopped_by = first, first, None
+  with _StopSignal() as stop:
+    while step < config.steps and stop.received is None:
+      start = time.perf_counter()
+      state, metrics = train_step(state, next(batches))
+      step += 1
+      if step % config.log_every == 0 or step == config.steps:
+        metrics = _host(metrics)
+        metrics['examples_per_second'] = config.global_batch_size / (time.perf_counter() - start)
+        if writer:
+          writer.scalars(step, metrics)
+        bar.update(step, metrics['loss'], metrics['examples_per_second'])
+      scores = None
+      if chains and (step % config.validation.every == 0 or step == config.steps):
+        result = validation.evaluate(state.ema_params, config.model.model, chains, config.loss,
+                                     num_recycle=config.validation.num_recycle,
+                                     global_config=step_lib.global_config(config))
+        scores = result.mean
+        if primary:
+          validation.write_predictions(result, workdir, step, keep)
+          writer.scalars(step, scores, split='validation')
+      if scores or step % config.checkpoint_every == 0 or step == config.steps:
+        checkpoints.save(step, state, batches.get_state(), scores)
+        saved = step
+    stopped_by = stop.received
+    if step != saved:
+      checkpoints.save(step, state, batches.get_state())
+    checkpoints.wait()
+  bar.close()
+  checkpoints.close()
+  if writer:
+    writer.close()
+    if step > first or (workdir / 'metrics.jsonl').exists():
+      summaries.plot_loss_curves(workdir / 'metrics.jsonl', workdir / PNG_FILE)
+  if stopped_by:
+    progress(f'stopped by {stopped_by} at step {step}; checkpoint saved; run the same command '
+             'to resume')
+  return RunSummary(step=step, stopped_by=stopped_by, skipped_steps=int(state.skipped_steps),
+                    workdir=str(workdir))
