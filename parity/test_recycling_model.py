@@ -162,6 +162,7 @@ def test_alphafold_with_recycling(parity, shared_dir, preset):
   check_outputs(parity, f'alphafold[{preset}]', jaxfold_run(ours_cfg, feat, params), ref)
 
 
+@pytest.mark.slow  # ~2 min; CASP14's ensembled mode, outside training and default inference
 def test_alphafold_ensembling(parity, shared_dir):
   """CASP14 mode: two ensemble members per iteration, representations averaged (line 17)."""
   ours_cfg, feat, params, ref = alphafold_run(shared_dir, 'model_1_ptm', num_ensemble=2,

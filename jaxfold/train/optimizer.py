@@ -9,7 +9,6 @@ validation and exported weights use.
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 

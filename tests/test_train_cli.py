@@ -1,0 +1,186 @@
+"""`jaxfold train` as a user runs it: the tiny config on a mini OpenProteinSet built from
+../shared/data, what the run leaves in its workdir, resumption after SIGTERM and after kill -9
+(bit-identical to an uninterrupted run), exporting the trained weights, and bad input.
+
+The runs are subprocesses sharing one XLA compilation cache, so only the first compiles the
+training step (~2-3 minutes on 2 cores); the others start in well under a minute.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxfold import cli
+from jaxfold.convert import alphafold_npz
+from jaxfold.data import training_set
+from jaxfold.train import checkpoints, summaries
+
+TINY = str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'train' / 'tiny.py')
+STEPS = 8
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory, shared_dir):
+  data = shared_dir / 'data'
+  out = tmp_path_factory.mktemp('tfds')
+  summary = training_set.build(data / 'alignments', data / 'mmcif', out,
+                               chains=['2q2k_A', '2q2k_B'])
+  return summary.dataset_dir
+
+
+@pytest.fixture(scope='module')
+def environment(tmp_path_factory):
+  env = dict(os.environ)
+  env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('xla_cache'))
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  return env
+
+
+def _command(workdir, dataset, validate):
+  """The run; validation (only at the end) reads nothing the training state depends on, so
+  the interrupted runs leave it out and compile less."""
+  validation = ['--set', f'validation.data={dataset}', '--set', f'validation.every={STEPS}',
+                '--set', 'validation.max_chains=1'] if validate else []
+  return [sys.executable, '-m', 'jaxfold.cli', 'train', '--config', TINY, '--workdir',
+          str(workdir), '--data', dataset, '--steps', str(STEPS), '--checkpoint-every', '2',
+          *validation]
+
+
+def _train(workdir, dataset, environment, validate=True):
+  done = subprocess.run(_command(workdir, dataset, validate), env=environment,
+                        capture_output=True, text=True, timeout=1500, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def _logged_step(workdir):
+  log = workdir / 'metrics.jsonl'
+  lines = log.read_text().splitlines() if log.exists() else []
+  return max((json.loads(line)['step'] for line in lines if line.endswith('}')), default=0)
+
+
+def _interrupt(workdir, dataset, environment, sig, after_step):
+  """Starts the run and sends `sig` once it has logged `after_step`."""
+  process = subprocess.Popen(_command(workdir, dataset, validate=False), env=environment,
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  deadline = time.monotonic() + 1500
+  while (_logged_step(workdir) < after_step and process.poll() is None
+         and time.monotonic() < deadline):
+    time.sleep(0.02)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=600)
+  return process.returncode, stderr
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, dataset, environment):
+  workdir = tmp_path_factory.mktemp('run') / 'uninterrupted'
+  _train(workdir, dataset, environment)
+  return workdir
+
+
+def _state(workdir, step):
+  return ocp.StandardCheckpointer().restore(
+      workdir.absolute() / checkpoints.CHECKPOINTS_DIR / str(step) / 'state')
+
+
+def _leaves(tree):
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _train_lines(workdir):
+  lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [line for line in lines if line['split'] == 'train']
+
+
+def test_a_run_leaves_checkpoints_summaries_curves_and_structures(uninterrupted):
+  steps = sorted(int(p.name) for p in (uninterrupted / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == STEPS and len(steps) <= 3 + 1  # the last 3, and the best
+  lines = _train_lines(uninterrupted)
+  assert [line['step'] for line in lines] == list(range(1, STEPS + 1))
+  for key in ('loss', 'fape', 'distogram', 'masked_msa', 'plddt', 'aligned_error',
+              'learning_rate', 'grad_norm', 'skipped_steps', 'examples_per_second'):
+    assert all(np.isfinite(line[key]) for line in lines), key
+  assert lines[-1]['loss'] < lines[0]['loss']  # six steps on two chains already learn
+  scores = summaries.read_metrics(uninterrupted / 'metrics.jsonl', 'validation')
+  assert scores['lddt_ca'][0].tolist() == [STEPS] and 0 < scores['lddt_ca'][1, 0] < 1
+  assert list((uninterrupted / 'tensorboard').glob('events.out.tfevents.*'))
+  assert (uninterrupted / 'loss_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  kept = list((uninterrupted / 'predictions').iterdir())
+  assert len(kept) == 1
+  assert sorted(p.name for p in kept[0].iterdir()) == [f'step_{STEPS:08d}.pdb', 'truth.pdb']
+
+
+def test_resuming_after_sigterm_and_kill_is_bit_identical(tmp_path, dataset, environment,
+                                                          uninterrupted):
+  workdir = tmp_path / 'interrupted'
+  code, stderr = _interrupt(workdir, dataset, environment, signal.SIGTERM, after_step=2)
+  assert code == 0, stderr[-3000:]
+  assert 'stopped by SIGTERM' in stderr
+  # A stop saves the step it stopped at, whether or not a checkpoint was due.
+  stopped_at = _logged_step(workdir)
+  assert max(checkpoints.Checkpoints(workdir, 3).all_steps()) == stopped_at < STEPS - 3
+  # Then killed outright after an odd step, between two checkpoints (every 2 steps); the
+  # rerun resumes from the last one written.
+  odd = stopped_at + 3 - stopped_at % 2
+  code, _ = _interrupt(workdir, dataset, environment, signal.SIGKILL, after_step=odd)
+  assert code == -signal.SIGKILL
+  killed_at = max(checkpoints.Checkpoints(workdir, 3).all_steps())
+  assert stopped_at <= killed_at <= _logged_step(workdir) < STEPS
+  done = _train(workdir, dataset, environment, validate=False)
+  assert f'resuming from {workdir / "checkpoints" / str(killed_at)}' in done.stderr
+
+  ours, reference = _leaves(_state(workdir, STEPS)), _leaves(_state(uninterrupted, STEPS))
+  assert ours.keys() == reference.keys()
+  assert any(key.startswith("['opt_state']") for key in ours)
+  for key, value in ours.items():
+    np.testing.assert_array_equal(value, reference[key], err_msg=key)
+  # The log reads as one run: every step once, with the uninterrupted run's losses.
+  assert [(l['step'], l['loss']) for l in _train_lines(workdir)] == [
+      (l['step'], l['loss']) for l in _train_lines(uninterrupted)]
+
+
+def test_convert_exports_the_averaged_or_the_trained_weights(uninterrupted, tmp_path):
+  step = uninterrupted / 'checkpoints' / str(STEPS)
+  state = _state(uninterrupted, STEPS)
+  for flag, name in (([], 'ema_params'), (['--no-ema'], 'params')):
+    out = tmp_path / f'{name}.npz'
+    assert cli.main(['--quiet', 'convert', str(step), str(out), *flag]) == 0
+    written = dict(np.load(out))
+    expected = alphafold_npz.flat_keys(state[name])
+    assert written.keys() == expected.keys()
+    for key, value in expected.items():
+      np.testing.assert_array_equal(written[key], value, err_msg=key)
+
+
+def test_a_rerun_with_another_config_or_bad_input_fails_with_one_line(uninterrupted, dataset,
+                                                                     tmp_path, capsys):
+  def error(*args):
+    assert cli.main(['train', '--config', TINY, *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('jaxfold: error: '), lines
+    return lines[0]
+
+  common = ['--data', dataset, '--steps', str(STEPS), '--checkpoint-every', '2',
+            '--set', f'validation.data={dataset}', '--set', f'validation.every={STEPS}',
+            '--set', 'validation.max_chains=1']
+  assert 'another config (optimizer differ)' in error(
+      '--workdir', str(uninterrupted), *common, '--set', 'optimizer.learning_rate=0.5')
+  assert 'data source is not a directory' in error(
+      '--workdir', str(tmp_path / 'w'), '--data', str(tmp_path / 'nothing'))
+  assert 'no field' in error('--workdir', str(tmp_path / 'w'), '--data', dataset,
+                             '--set', 'optimiser.learning_rate=1')
+  assert 'no such file or directory (--init)' in error(
+      '--workdir', str(tmp_path / 'w'), '--data', dataset, '--init', str(tmp_path / 'x.npz'))
+  assert not (tmp_path / 'w').exists()
