@@ -43,7 +43,8 @@ tensorboardX = _import_tensorboardx()
 SPLITS = ('train', 'validation')
 # Train scalars that are not loss terms; the learning rate gets its own panel.
 NOT_LOSS_TERMS = frozenset(
-    {'learning_rate', 'grad_norm', 'skipped_steps', 'examples_per_second', 'num_recycle'})
+    {'learning_rate', 'grad_norm', 'skipped', 'skipped_steps', 'examples_per_second',
+     'num_recycle'})
 _RECORD_KEYS = ('step', 'split', 'time')
 _LABELS = {'loss': 'loss', 'terms': 'loss terms', 'lddt_ca': 'validation lDDT-Cα',
            'learning_rate': 'learning rate'}
