@@ -3,7 +3,8 @@
 (bit-identical to an uninterrupted run), exporting the trained weights, and bad input.
 
 The runs are subprocesses sharing one XLA compilation cache, so only the first compiles the
-training step (~2-3 minutes on 2 cores); the others start in well under a minute.
+training step (~2-3 minutes on 2 cores); the others start in about a minute. The resumption
+test (three runs) is in the slow tier; the fast tier runs the uninterrupted run and its checks.
 """
 
 import json
@@ -122,6 +123,7 @@ def test_a_run_leaves_checkpoints_summaries_curves_and_structures(uninterrupted)
   assert sorted(p.name for p in kept[0].iterdir()) == [f'step_{STEPS:08d}.pdb', 'truth.pdb']
 
 
+@pytest.mark.slow  # three more runs (~5-7 min on 2 cores); -m slow runs it
 def test_resuming_after_sigterm_and_kill_is_bit_identical(tmp_path, dataset, environment,
                                                           uninterrupted):
   workdir = tmp_path / 'interrupted'
