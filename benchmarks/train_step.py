@@ -2,7 +2,7 @@
 
 Both sides, measured in this one run at each crop size, on the same device:
   * AlphaFold: `jax.value_and_grad` of the total loss of DeepMind's `AlphaFoldIteration` with
-    `compute_loss=True` (the gradient parity's `_alphafold_loss_fn`: one iteration, no
+    `compute_loss=True` (the gradient parity's `alphafold_loss_fn`: one iteration, no
     recycling), then the gradient clipped to global norm 0.1, an optax Adam update on
     AlphaFold's schedule and the parameter average (EMA 0.999), as jaxfold's step does;
   * jaxfold: `jaxfold.train.step.make_train_step` (per-example clipping, Adam, EMA and the
@@ -45,7 +45,7 @@ from jaxfold.convert.haiku_tree import from_haiku
 from jaxfold.data.processing import TrainingDataConfig
 from jaxfold.loss import total
 from jaxfold.model import config as model_config
-from jaxfold.parity.alphafold_gradients import _alphafold_loss_fn
+from jaxfold.parity.alphafold_gradients import alphafold_loss_fn
 from jaxfold.parity.alphafold_model import alphafold_config, shared_dir
 from jaxfold.parity.alphafold_reference import config_from_reference, reference_params
 from jaxfold.parity.alphafold_training import training_batch
@@ -95,7 +95,7 @@ ROWS = (('compile s', 'compile_s', '.1f'), ('step s, wall (median)', 'step_s', '
 def _reference_step(af_model_config, opt: optimizer.OptimizerConfig, tx):
   """step((params, opt_state, ema), batch) -> (state, loss): AlphaFold's loss and gradient,
   then the same clipping, Adam update and parameter average as jaxfold's step."""
-  apply = hk.transform(_alphafold_loss_fn(af_model_config)).apply
+  apply = hk.transform(alphafold_loss_fn(af_model_config)).apply
   key = jax.random.key(SEED)  # deterministic: no dropout draws from it
 
   def step(state, batch):
@@ -117,7 +117,7 @@ def _measure(side: str, setting: Setting) -> Measurement:
   batch = training_batch(setting.shared, setting.preset, crop_size=setting.crop,
                          max_msa_clusters=setting.msa_clusters,
                          max_extra_msa=setting.extra_msa, num_recycle=0, seed=SEED)
-  af_params = reference_params(_alphafold_loss_fn(af_cfg.model), {'batch': batch}, SEED,
+  af_params = reference_params(alphafold_loss_fn(af_cfg.model), {'batch': batch}, SEED,
                                from_shapes=True)
   loss_config = dataclasses.replace(
       total.FINE_TUNING, scale_by_length=False,

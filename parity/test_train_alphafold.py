@@ -80,7 +80,7 @@ def reference(shared_dir, tmp_path_factory):
   af_cfg.model.heads.predicted_aligned_error.weight = 0.0  # AlphaFold builds no such head
   apply_depths(af_cfg, config.model)
   batch = training_batch(shared_dir, PRESET, num_recycle=0, **SIZES)
-  af_fn = alphafold_gradients._alphafold_loss_fn(af_cfg.model)  # pylint: disable=protected-access
+  af_fn = alphafold_gradients.alphafold_loss_fn(af_cfg.model)
   params = reference_params(af_fn, {'batch': batch}, SEED, from_shapes=True)
   npz = tmp_path_factory.mktemp('weights') / f'params_{PRESET}_reduced.npz'
   alphafold_npz.write_npz(from_haiku(params, root=alphafold_npz.ROOT), npz)

@@ -37,7 +37,7 @@ AlphaFold's training path with `num_iter_recycling` 0 runs no recycling loop: on
 `AlphaFoldIteration` on zero recycled inputs (held constant) and the batch's slice 0. The
 packaged reference (`alphafold-colabfold`) rewrote `AlphaFold.__call__` for inference, and
 it fails with `compute_loss=True` (it stores 'prev' into the (outputs, loss) tuple), so
-`_alphafold_loss_fn` reproduces that path: the unchanged `AlphaFoldIteration` under a root
+`alphafold_loss_fn` reproduces that path: the unchanged `AlphaFoldIteration` under a root
 module named 'alphafold', as DeepMind's `AlphaFold.__call__` builds it.
 Needs the test extra (haiku, alphafold-colabfold); jaxfold imports it only when called.
 """
@@ -100,7 +100,7 @@ def _prediction(outputs: Mapping[str, Any]) -> dict[str, Any]:
           'pair': outputs['representations']['pair'], **heads}
 
 
-def _alphafold_loss_fn(af_config) -> Callable[[Mapping[str, Any]], tuple[Any, tuple]]:
+def alphafold_loss_fn(af_config) -> Callable[[Mapping[str, Any]], tuple[Any, tuple]]:
   """fn(batch) -> (total loss, ({head: its loss}, prediction)) of AlphaFold, one iteration.
 
   batch: the features and labels of one recycling iteration with the ensemble axis [1, ...].
@@ -251,7 +251,7 @@ def compare_gradients(shared, preset: str = 'model_1_ptm', *, reduced: bool = Fa
   batch = training_batch(shared, preset, crop_size=crop_size, max_msa_clusters=max_msa_clusters,
                          max_extra_msa=max_extra_msa, num_recycle=0)
   labels = {k: v[0] for k, v in batch.items()}
-  af_fn = _alphafold_loss_fn(af_cfg.model)
+  af_fn = alphafold_loss_fn(af_cfg.model)
   progress('weights: perturbed random')
   params = reference_params(af_fn, {'batch': batch}, seed, from_shapes=True)
   seconds['inputs'] = time.perf_counter() - clock
@@ -260,7 +260,7 @@ def compare_gradients(shared, preset: str = 'model_1_ptm', *, reduced: bool = Fa
   reference_fn = lambda p, b: apply(p, jax.random.key(seed), b)  # no dropout: no key used
   remat_cfg = copy.deepcopy(af_cfg.model)
   remat_cfg.global_config.use_remat = True
-  apply_remat = hk.transform(_alphafold_loss_fn(remat_cfg)).apply
+  apply_remat = hk.transform(alphafold_loss_fn(remat_cfg)).apply
   again_fn = _batched_twice(lambda p, b: apply_remat(p, jax.random.key(seed), b))
 
   def differentiate(stage: str, fn, *args):
