@@ -251,7 +251,12 @@ def _data_features(args: argparse.Namespace) -> None:
 
 def _data_build(args: argparse.Namespace) -> None:
   from jaxfold.data import training_set  # pylint: disable=import-outside-toplevel
-  for path in (args.alignments, args.mmcif_dir, args.cache, args.duplicates, args.chains):
+  if args.mmcif_dir is None and args.structures_dir is None:
+    raise ValueError('data build needs the chains\' structures: --mmcif-dir or --structures-dir')
+  if args.distillation and args.structures_dir is None:
+    raise ValueError('--distillation builds from predicted structures: pass --structures-dir')
+  for path in (args.alignments, args.mmcif_dir, args.structures_dir, args.cache, args.duplicates,
+               args.chains):
     if path is not None and not os.path.exists(path):
       raise FileNotFoundError(f'{path}: no such file or directory')
   chains = None
@@ -261,11 +266,14 @@ def _data_build(args: argparse.Namespace) -> None:
     if not chains:
       raise ValueError(f'{args.chains}: lists no chain')
   progress = _Progress(args.quiet)
-  progress(f'building {args.split} from {args.alignments} and {args.mmcif_dir}')
+  structures = args.structures_dir or args.mmcif_dir
+  progress(f'building {args.split} from {args.alignments} and {structures}'
+           + (' (self-distillation)' if args.distillation else ''))
   summary = training_set.build(
       args.alignments, args.mmcif_dir, args.output, cache=args.cache, duplicates=args.duplicates,
       chains=chains, split=args.split, max_template_date=args.max_template_date,
-      num_shards=args.num_shards)
+      num_shards=args.num_shards, structures_dir=args.structures_dir,
+      distillation=args.distillation)
   failed = summary.failed.get(args.split, {})
   progress(f'done: {summary.num_examples[args.split]} chains written to {summary.dataset_dir}, '
            f'{len(failed)} skipped' + (f' (reasons in {summary.dataset_dir}/'
@@ -502,15 +510,28 @@ def build_parser() -> argparse.ArgumentParser:
                   'OpenFold\'s alignment database .index) and its mmCIF structure, and writes its '
                   'raw features and ground truth as a tensorflow-datasets ArrayRecord dataset '
                   '(read with tfds.data_source or jaxfold.data.training_set.batches). A chain '
-                  'that fails is logged, skipped and counted in build_summary.json.')
+                  'that fails is logged, skipped and counted in build_summary.json. With '
+                  '--structures-dir the structures are predicted ones (a self-distillation set '
+                  'with --distillation).')
   build.add_argument('--alignments', required=True,
                      help='alignment folder tree or alignment database .index')
-  build.add_argument('--mmcif-dir', required=True, help='folder of <pdb_id>.cif files')
+  build.add_argument('--mmcif-dir', help='folder of <pdb_id>.cif files: the chains\' structures '
+                                         'and the templates\' (with --structures-dir, the '
+                                         'templates\' only)')
+  build.add_argument('--structures-dir',
+                     help='folder of predicted structures, <chain>.pdb or <chain>_unrelaxed.pdb '
+                          '(as `jaxfold predict` writes them), the ground truth instead of mmCIF; '
+                          'their resolution is 0, so the confidence losses skip them')
+  build.add_argument('--distillation', action='store_true',
+                     help='a self-distillation set (needs --structures-dir): residues whose '
+                          'pLDDT (B-factor column) is not above 50 lose their atoms from the '
+                          'ground truth, as in OpenFold')
   build.add_argument('--output', required=True, help='dataset directory (tfds data_dir)')
   build.add_argument('--cache', help='OpenFold chain-data or mmCIF cache JSON (metadata)')
   build.add_argument('--duplicates', help='OpenProteinSet duplicate-chains file')
-  build.add_argument('--chains', help='file of <pdb>_<chain> IDs, one per line '
-                                      '(default: every chain with alignments)')
+  build.add_argument('--chains', help='file of <pdb>_<chain> IDs (with --structures-dir, '
+                                      'structure names), one per line (default: every chain '
+                                      'with alignments)')
   build.add_argument('--split', default='train', help='split name (default train)')
   build.add_argument('--max-template-date', help='drop templates released after this date '
                                                  '(YYYY-MM-DD); a chain\'s own date applies too')

@@ -14,6 +14,12 @@ Several chains may share one entry (OpenProteinSet stores identical chains once)
 
 `write_alignment_db` writes the sharded database from a folder tree; `sampling_probability`
 gives the per-chain sampling weight of Jumper et al. (2021) Suppl. 1.2.5.
+
+A self-distillation set (Suppl. 1.3) has predicted structures in place of mmCIF files: a
+folder of `<chain>.pdb` files (or `<chain>_unrelaxed.pdb`, as `jaxfold predict` names them)
+with the pLDDT in the B-factor column. `read_predicted_structure` reads one with OpenFold's
+rule (data_pipeline.py, `make_pdb_features`): the atoms of a residue whose pLDDT is not above
+`DISTILLATION_PLDDT_THRESHOLD` are left out of the ground truth.
 """
 
 import dataclasses
@@ -24,7 +30,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from jaxfold.common import protein as protein_lib
+
 ALIGNMENT_SUFFIXES = ('.a3m', '.sto', '.hhr')
+# A predicted structure's file in a structures folder, by preference: `<chain>.pdb`, then the
+# name `jaxfold predict --name <chain>` gives it.
+STRUCTURE_FILE_NAMES = ('{}.pdb', '{}_unrelaxed.pdb')
+# OpenFold's `make_pdb_features(confidence_threshold=50.)`: a residue of a distillation
+# structure keeps its atoms only if some atom's pLDDT (B-factor) is strictly above this.
+DISTILLATION_PLDDT_THRESHOLD = 50.0
 
 # Suppl. 1.2.5: a chain of N_res residues is kept with probability max(min(N_res, 512), 256)/512.
 _LENGTH_WEIGHT_MIN = 256
@@ -272,14 +286,17 @@ class OpenProteinSet:
   `duplicate_groups` lists groups of identical chains (OpenProteinSet's
   `duplicate_pdb_chains.txt`, read by `read_duplicate_chains`), whose alignments are stored
   for one chain only: as in OpenFold, each group's first chain that has alignments stands
-  for the others; a group with none is ignored.
+  for the others; a group with none is ignored. `structures_dir` holds predicted structures
+  (`structure_path`), for a self-distillation set.
   """
 
   def __init__(self, alignments: AlignmentStore, mmcif_dir: str | pathlib.Path | None = None,
                chain_cache: Mapping[str, ChainMetadata] | None = None,
-               duplicate_groups: Iterable[Sequence[str]] = ()):
+               duplicate_groups: Iterable[Sequence[str]] = (),
+               structures_dir: str | pathlib.Path | None = None):
     self.alignments = alignments
     self.mmcif_dir = None if mmcif_dir is None else pathlib.Path(mmcif_dir)
+    self.structures_dir = None if structures_dir is None else pathlib.Path(structures_dir)
     self.chain_cache = dict(chain_cache or {})
     stored = set(alignments.chain_ids())
     self.duplicates = {}  # chain -> the chain whose alignment files it uses
@@ -291,11 +308,13 @@ class OpenProteinSet:
   @classmethod
   def open(cls, alignments: str | pathlib.Path, mmcif_dir: str | pathlib.Path | None = None,
            cache: str | pathlib.Path | None = None,
-           duplicates: str | pathlib.Path | None = None) -> 'OpenProteinSet':
-    """From paths: an alignment folder or `.index`, the mmCIF folder, a cache and duplicates file."""
+           duplicates: str | pathlib.Path | None = None,
+           structures_dir: str | pathlib.Path | None = None) -> 'OpenProteinSet':
+    """From paths: an alignment folder or `.index`, the mmCIF folder, a cache, a duplicates
+    file and a predicted-structures folder."""
     return cls(open_alignments(alignments), mmcif_dir,
                None if cache is None else load_chain_cache(cache),
-               () if duplicates is None else read_duplicate_chains(duplicates))
+               () if duplicates is None else read_duplicate_chains(duplicates), structures_dir)
 
   def chain_ids(self) -> list[str]:
     """Chains with alignments, their duplicates included, sorted."""
@@ -326,6 +345,17 @@ class OpenProteinSet:
       raise MissingChainError(f'chain {chain_id}: no mmCIF file {path}')
     return path
 
+  def structure_path(self, chain_id: str) -> pathlib.Path:
+    """The chain's predicted structure in `structures_dir` (`STRUCTURE_FILE_NAMES`)."""
+    if self.structures_dir is None:
+      raise OpenProteinSetError(f'chain {chain_id}: no structures folder was given')
+    paths = [self.structures_dir / name.format(chain_id) for name in STRUCTURE_FILE_NAMES]
+    found = next((path for path in paths if path.is_file()), None)
+    if found is None:
+      raise MissingChainError(f'chain {chain_id}: no structure file {paths[0]} '
+                              f'(nor {", ".join(p.name for p in paths[1:])})')
+    return found
+
   def metadata(self, chain_id: str) -> ChainMetadata:
     if chain_id not in self.chain_cache:
       raise MissingChainError(f'chain {chain_id}: not in the chain cache '
@@ -343,3 +373,33 @@ def read_duplicate_chains(path: str | pathlib.Path) -> list[list[str]]:
   if not path.is_file():
     raise OpenProteinSetError(f'duplicate-chains file {path} does not exist')
   return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_predicted_structure(path: str | pathlib.Path,
+                             plddt_threshold: float | None = None) -> protein_lib.Protein:
+  """The one chain of a PDB file, its pLDDT (B-factor column) applied as OpenFold does.
+
+  plddt_threshold: a residue none of whose atoms has a pLDDT above it loses all its atoms
+    from `atom_mask` (OpenFold's `make_pdb_features`; `DISTILLATION_PLDDT_THRESHOLD` for a
+    self-distillation set); None keeps every atom.
+  Raises OpenProteinSetError naming the file when it is unreadable, not a PDB structure or
+  holds more than one chain.
+  """
+  path = pathlib.Path(path)
+  try:
+    prot = protein_lib.from_pdb_string(path.read_text())
+  except (OSError, UnicodeDecodeError) as e:
+    raise OpenProteinSetError(f'{path}: cannot read: {e}') from e
+  except ValueError as e:
+    # The reader's messages begin with its own label, 'PDB: '.
+    raise OpenProteinSetError(f'{path}: not a readable PDB structure: '
+                              f'{str(e).removeprefix("PDB: ")}') from e
+  num_chains = len(np.unique(prot.chain_index))
+  if num_chains != 1:
+    raise OpenProteinSetError(f'{path}: holds {num_chains} chains; a predicted structure of a '
+                              'training chain must have one')
+  if plddt_threshold is None:
+    return prot
+  # B-factors of absent atoms are 0, so "any atom above" reads the residue's present atoms.
+  confident = np.any(prot.b_factors > plddt_threshold, axis=-1)
+  return dataclasses.replace(prot, atom_mask=prot.atom_mask * confident[:, None])

@@ -8,6 +8,11 @@ masking), every random choice derived from one seed. `mixed_batches` does the sa
 built sets mixed with configured weights (PDB chains and the self-distillation set of Jumper et
 al. (2021) Suppl. 1.3; OpenFold draws the latter with probability 0.75), each drawn uniformly or
 by the per-chain weights of Suppl. 1.2.5 (`chain_weights`).
+
+A self-distillation set is built from predicted structures (`build(structures_dir=...,
+distillation=True)`): each chain's ground truth is its `<chain>.pdb`, atoms of low-pLDDT
+residues masked out as OpenFold does, and its resolution 0, so that the confidence-head losses
+skip it (Suppl. 1.9.6, 1.9.10); a distillation source of a mixture also reads as resolution 0.
 """
 
 import dataclasses
@@ -20,8 +25,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from jaxfold.data import dataset_builder, loader, mmcif, msa_features, openproteinset, pipeline
-from jaxfold.data import processing
+from jaxfold.common import residue_constants as rc
+from jaxfold.data import dataset_builder, ground_truth, loader, mmcif, msa_features
+from jaxfold.data import openproteinset, parsers, pipeline, processing
 
 
 def needed_files(file_names: Sequence[str]) -> list[str]:
@@ -37,23 +43,82 @@ def feature_spec() -> dict[str, dataset_builder.ArraySpec]:
        pipeline.TRAINING_FEATURES.items()})
 
 
-def build(alignments: str | os.PathLike, mmcif_dir: str | os.PathLike,
+def _query(chain_id: str, files: Mapping[str, bytes]) -> tuple[str, str]:
+  """(query sequence, file name) of the chain's first alignment in merge order."""
+  selected = msa_features.select_alignments(files)
+  if not selected:
+    raise FileNotFoundError(f'chain {chain_id}: no alignment file among {sorted(files)}')
+  name = selected[0][0]
+  msa = parsers.parse_msa(files[name].decode('utf-8', 'replace').splitlines(True),
+                          f'{chain_id}/{name}', 1)
+  return msa.sequences[0].replace('-', ''), name
+
+
+def predicted_example(chain_id: str, alignments: Mapping[str, bytes],
+                      structure_path: str | os.PathLike, mmcif_dir: str | os.PathLike | None, *,
+                      distillation: bool = False,
+                      max_template_date: datetime.date | str | None = None
+                      ) -> dict[str, np.ndarray]:
+  """Raw features and ground truth of a chain whose structure is a predicted PDB file.
+
+  The sequence is the alignments' query; the structure must have exactly its residues. With
+  `distillation`, residues of pLDDT <= 50 lose their atoms (OpenFold's rule); the resolution
+  is 0 (the PDB file does not state one). Templates come from `mmcif_dir` (None: none).
+  """
+  threshold = openproteinset.DISTILLATION_PLDDT_THRESHOLD if distillation else None
+  prot = openproteinset.read_predicted_structure(structure_path, threshold)
+  query, query_file = _query(chain_id, alignments)
+  expected = ''.join(c if c in rc.restype_order else 'X' for c in query.upper())
+  found = ''.join(rc.restypes_with_x[a] for a in prot.aatype)
+  if found != expected:
+    first = next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b),
+                 min(len(found), len(expected)))
+    raise openproteinset.OpenProteinSetError(
+        f'{structure_path}: its sequence ({len(found)} residues) is not the query of '
+        f'{chain_id}/{query_file} ({len(expected)} residues); they differ at residue {first + 1}')
+  features, _ = pipeline.assemble(query, chain_id, alignments, mmcif_dir,
+                                  max_template_date=max_template_date, source=chain_id)
+  features.update(ground_truth.ground_truth_features(
+      np.argmax(features['aatype'], axis=-1), prot.atom_positions, prot.atom_mask, 0.0,
+      source=f'{chain_id} ({structure_path})'))
+  return features
+
+
+def build(alignments: str | os.PathLike, mmcif_dir: str | os.PathLike | None,
           output: str | os.PathLike, *, cache: str | os.PathLike | None = None,
           duplicates: str | os.PathLike | None = None, chains: Sequence[str] | None = None,
           split: str = 'train', max_template_date: datetime.date | str | None = None,
-          num_shards: int | None = None) -> dataset_builder.BuildSummary:
+          num_shards: int | None = None, structures_dir: str | os.PathLike | None = None,
+          distillation: bool = False) -> dataset_builder.BuildSummary:
   """Writes one split of the training set under `output`; bad chains are skipped and counted.
 
   alignments: OpenProteinSet's folder tree or an alignment database `.index`.
-  chains: '<pdb>_<chain>' IDs to include (default: every chain with alignments).
+  mmcif_dir: the chains' structures (`<pdb>.cif`) and the templates'; with `structures_dir`,
+    the templates' only (None: no templates).
+  chains: chain IDs to include (default: every chain with alignments); '<pdb>_<chain>' for
+    mmCIF structures, any alignment folder name for predicted ones.
+  structures_dir: predicted structures (`<chain>.pdb` or `<chain>_unrelaxed.pdb`) as ground
+    truth instead of mmCIF, resolution 0 (`predicted_example`).
+  distillation: a self-distillation set: residues of pLDDT <= 50 (B-factor column) lose their
+    atoms from the ground truth; needs `structures_dir`.
   """
-  source = openproteinset.OpenProteinSet.open(alignments, mmcif_dir, cache, duplicates)
+  if structures_dir is None and mmcif_dir is None:
+    raise ValueError(f'{output}: a training set needs structures: an mmCIF folder, or '
+                     'predicted structures (structures_dir)')
+  if distillation and structures_dir is None:
+    raise ValueError(f'{output}: a self-distillation set is built from predicted structures; '
+                     'give structures_dir')
+  source = openproteinset.OpenProteinSet.open(alignments, mmcif_dir, cache, duplicates,
+                                              structures_dir)
   structure = functools.lru_cache(maxsize=8)(mmcif.read)  # chains of one entry come together
 
   def make_example(chain_id: str) -> dict[str, np.ndarray]:
     store, stored_as = source.alignments, source.alignment_chain(chain_id)
     files = {name: store.read_file(stored_as, name)
              for name in needed_files(store.file_names(stored_as))}
+    if structures_dir is not None:
+      return predicted_example(chain_id, files, source.structure_path(chain_id), mmcif_dir,
+                               distillation=distillation, max_template_date=max_template_date)
     return pipeline.training_example(chain_id, files, structure(source.mmcif_path(chain_id)),
                                      mmcif_dir, max_template_date=max_template_date)
 
@@ -87,7 +152,8 @@ def chain_weights(dataset_dir: str | os.PathLike, split: str = 'train',
 class _Process:
   """Raw chain -> training batch of `processing.process_features` (picklable for workers).
 
-  distillation: marks every example `is_distillation` (self-distillation MSA sampling).
+  distillation: marks every example `is_distillation` (self-distillation MSA sampling) and
+    sets its resolution to 0, so that the confidence-head losses skip it as AlphaFold does.
   """
 
   def __init__(self, data_config: Any, train_config: processing.TrainingDataConfig,
@@ -100,7 +166,8 @@ class _Process:
     data_config, train_config, num_recycle = self._args
     name = example['domain_name'][0].decode()
     if self._distillation:
-      example = {**example, 'is_distillation': np.ones(1, np.float32)}
+      example = {**example, 'is_distillation': np.ones(1, np.float32),
+                 'resolution': np.zeros((), np.float32)}
     return processing.process_features(
         example, data_config, mode='train', seed=int(rng.integers(2**63)),
         num_recycle=num_recycle, train_config=train_config, source=f'chain {name}')
