@@ -100,9 +100,15 @@ def _training_params(path: str, ema: bool | None, preset_name: str | None):
 
 
 def _train(args: argparse.Namespace) -> None:
-  from jaxfold.train import config as config_lib, loop  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from jaxfold.train import config as config_lib, distributed, loop, sharding
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   config = config_lib.load(args.config)
   changes = list(args.set or [])
+  if args.mesh:
+    changes.append(f'mesh={sharding.parse_mesh(args.mesh)!r}')
+  if args.sharding:
+    changes.append(f'sharding={args.sharding}')
   if args.data:
     first = next((i for i, s in enumerate(config.data) if not s.distillation), None)
     if first is None:
@@ -488,6 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument('--set', action='append', metavar='KEY=VALUE',
                      help='override a config field by dotted path, e.g. '
                           'optimizer.learning_rate=5e-4 or data.0.weight=0.25 (repeatable)')
+  train.add_argument('--mesh', help='device mesh as axis=size pairs over data, fsdp and res, '
+                                    'e.g. data=2,fsdp=2,res=2 (one size may be -1: the rest; '
+                                    'default: the config\'s, data=-1)')
+  train.add_argument('--sharding', choices=('data', 'fsdp', 'dap', 'fsdp_dap'),
+                     help='layout: data-parallel, FSDP (parameters and Adam state sharded), '
+                          'DAP (one example\'s residue axis over the res axis) or both')
+  train.add_argument('--coordinator', metavar='HOST:PORT',
+                     help='several processes: process 0\'s address (with --num-processes and '
+                          '--process-id; TPU pods need none of these)')
+  train.add_argument('--num-processes', type=int, help='number of processes (with --coordinator)')
+  train.add_argument('--process-id', type=int, help='this process, 0..N-1 (with --coordinator)')
   train.set_defaults(run=_train)
 
   data = commands.add_parser('data', help='make features from sequence, alignment and mmCIF files')

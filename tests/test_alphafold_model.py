@@ -270,6 +270,7 @@ POSITION_DRIFT_BOUND = 0.05  # max|Δ| / max|ref| over existing atoms
 PLDDT_DRIFT_BOUND = 5.0  # pLDDT points (of 100) over real residues
 
 
+@pytest.mark.slow  # ~110 s of compile; bfloat16 blocks and the bf16 train step cover it too
 def test_bfloat16_runs_and_drift_is_measured(params, batch, float32_outputs):
   model = AlphaFold(MODEL, GlobalConfig(dtype='bfloat16'))
   out = jax.jit(lambda p, b: model.apply({'params': p}, b))(params, batch)
@@ -299,6 +300,7 @@ def _forward_with_dropout(params, batch, key):
                                 rngs={'dropout': key})
 
 
+@pytest.mark.slow  # ~130 s of compile; per-module dropout is checked in the fast tier
 def test_dropout_follows_its_key(params, batch, float32_outputs):
   def positions(key):
     out = _forward_with_dropout(params, batch, jax.random.key(key))

@@ -24,7 +24,6 @@ def get_config() -> TrainConfig:
       optimizer=OptimizerConfig(learning_rate=5e-4, warmup_steps=0, decay_steps=50_000),
       validation=ValidationConfig(every=1000, num_recycle=3),
       global_batch_size=128,
-      micro_batch_size=1,
       max_num_recycle=3,
       checkpoint_every=1000,
   )

@@ -41,7 +41,6 @@ def get_config() -> TrainConfig:
       optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=10, decay_steps=50_000),
       validation=ValidationConfig(every=10, num_recycle=1, max_length=128),
       global_batch_size=2,
-      micro_batch_size=1,
       max_num_recycle=1,
       use_remat=False,
       checkpoint_every=10,

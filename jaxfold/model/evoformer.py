@@ -15,6 +15,7 @@ import jax
 from jaxfold.model.axial_attention import AttentionConfig
 from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.layer_stack import apply_stacked
+from jaxfold.model.logical_axes import MSA_AXES, PAIR_AXES, constrain
 from jaxfold.model.msa_attention import (COLUMN_ATTENTION, MSAColumnAttention,
                                          MSAColumnGlobalAttention, MSARowAttentionWithPairBias)
 from jaxfold.model.outer_product_mean import OuterProductMean, OuterProductMeanConfig
@@ -56,6 +57,7 @@ def update_pair(pair: jax.Array, pair_mask: jax.Array, config: object, order: Se
   """
   for name in order:
     module_config = getattr(config, name)
+    pair = constrain(pair, PAIR_AXES[module_config.orientation])
     if isinstance(module_config, TransitionConfig):
       update = Transition(module_config, global_config, name=name)(pair)
     elif isinstance(module_config, TriangleMultiplicationConfig):
@@ -87,25 +89,31 @@ class EvoformerIteration(nn.Module):
     def residual(act, update, config):
       return add_residual(act, update, config, deterministic)
 
+    def by_column(msa):  # each device then computes whole rows of the outer product
+      return constrain(msa, MSA_AXES['per_column'])
+
     outer_product_mean = OuterProductMean(pair.shape[-1], c.outer_product_mean, gc,
                                           name='outer_product_mean')
     if c.outer_product_mean.first:
-      pair = residual(pair, outer_product_mean(msa, msa_mask), c.outer_product_mean)
+      pair = residual(pair, outer_product_mean(by_column(msa), msa_mask), c.outer_product_mean)
 
     row = MSARowAttentionWithPairBias(c.msa_row_attention_with_pair_bias, gc,
                                       name='msa_row_attention_with_pair_bias')
+    msa = constrain(msa, MSA_AXES[c.msa_row_attention_with_pair_bias.orientation])
     msa = residual(msa, row(msa, msa_mask, pair), c.msa_row_attention_with_pair_bias)
     if self.is_extra_msa:
       column = MSAColumnGlobalAttention(c.msa_column_attention, gc,
                                         name='msa_column_global_attention')
     else:
       column = MSAColumnAttention(c.msa_column_attention, gc, name='msa_column_attention')
+    msa = constrain(msa, MSA_AXES[c.msa_column_attention.orientation])
     msa = residual(msa, column(msa, msa_mask), c.msa_column_attention)
+    msa = constrain(msa, MSA_AXES[c.msa_transition.orientation])
     msa = residual(msa, Transition(c.msa_transition, gc, name='msa_transition')(msa),
                    c.msa_transition)
 
     if not c.outer_product_mean.first:
-      pair = residual(pair, outer_product_mean(msa, msa_mask), c.outer_product_mean)
+      pair = residual(pair, outer_product_mean(by_column(msa), msa_mask), c.outer_product_mean)
 
     pair = update_pair(pair, pair_mask, c, EVOFORMER_PAIR_ORDER, gc, deterministic)
     return {'msa': msa, 'pair': pair}

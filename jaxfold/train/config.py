@@ -70,9 +70,14 @@ class TrainConfig:
   max_num_recycle: recycling iterations are drawn uniformly from 0..max_num_recycle per step,
     the same for the whole global batch; only the last iteration is differentiated.
   global_batch_size: examples per optimizer step, as `micro_batch_size` examples per
-    accumulation step (the examples of one micro-batch are computed together).
+    accumulation step (the examples of one micro-batch are computed together, split over
+    the mesh's batch axes); None: one example per device of that split (1 on one device).
   dtype: 'bfloat16' computes activations in bfloat16; parameters, optimizer state and loss
     stay float32.
+  mesh: the device mesh as (axis, size) pairs over 'data', 'fsdp' and 'res' (one size may be
+    -1: the devices left over); a run may resume on another mesh.
+  sharding: the layout, a rules table of `jaxfold.train.sharding.LAYOUTS` ('data', 'fsdp',
+    'dap', 'fsdp_dap'); a micro-batch's examples are split over its batch axes.
   """
   preset: str = 'model_1'
   model: model_config.AlphaFoldConfig = model_config.preset('model_1')
@@ -82,7 +87,9 @@ class TrainConfig:
   optimizer: OptimizerConfig = OptimizerConfig()
   validation: ValidationConfig = ValidationConfig()
   global_batch_size: int = 128
-  micro_batch_size: int = 1
+  micro_batch_size: int | None = None
+  mesh: tuple[tuple[str, int], ...] = (('data', -1),)
+  sharding: str = 'data'
   max_num_recycle: int = 3
   dropout: bool = True
   dtype: Literal['float32', 'bfloat16'] = 'float32'
@@ -96,17 +103,13 @@ class TrainConfig:
   data_workers: int = 0
 
   def __post_init__(self):
-    if self.global_batch_size % self.micro_batch_size:
+    if self.micro_batch_size and self.global_batch_size % self.micro_batch_size:
       raise ValueError(f'global_batch_size {self.global_batch_size} is not a multiple of '
                        f'micro_batch_size {self.micro_batch_size}')
     if not self.data:
       raise ValueError('the config names no data source')
     if min(self.checkpoint_every, self.log_every, self.validation.every, self.steps) < 1:
       raise ValueError('steps, checkpoint_every, log_every and validation.every must be >= 1')
-
-  @property
-  def accumulation_steps(self) -> int:
-    return self.global_batch_size // self.micro_batch_size
 
 
 class ConfigError(ValueError):

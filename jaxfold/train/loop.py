@@ -2,7 +2,8 @@
 
 A workdir holds one run:
 
-  config.json           the whole TrainConfig (a rerun must match it, except `steps`)
+  config.json           the whole TrainConfig (a rerun must match it, except `steps` and
+                        the mesh and layout it runs on)
   checkpoints/<step>/   orbax: TrainState and the data iterator's position
   tensorboard/          event files (train; validation/), no TensorFlow needed
   metrics.jsonl         every logged scalar, one JSON line per step
@@ -33,12 +34,14 @@ from jaxfold.convert import alphafold_npz, formats, schema
 from jaxfold.data import loader, training_set
 from jaxfold.train import checkpoints as checkpoints_lib
 from jaxfold.train import config as config_lib
-from jaxfold.train import optimizer, state as state_lib, step as step_lib, summaries, validation
+from jaxfold.train import optimizer, sharding, state as state_lib, step as step_lib, summaries
+from jaxfold.train import validation
 
 logger = logging.getLogger(__name__)
 
 PNG_FILE = 'loss_curves.png'
 COMPILATION_CACHE_DIR = 'compilation_cache'
+_MAY_CHANGE = ('steps', 'mesh', 'sharding')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +55,14 @@ class RunSummary:
 
 
 def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig) -> None:
-  """Writes config.json, or checks that a rerun has the run's config (only `steps` may grow)."""
+  """Writes config.json, or checks that a rerun has the run's config (only `steps` may grow,
+  and the run may move to another mesh or layout)."""
   path = workdir / checkpoints_lib.CONFIG_FILE
   new = json.loads(config_lib.to_json(config))
   if path.exists():
     old = json.loads(path.read_text())
-    differ = sorted(k for k in set(old) | set(new) if k != 'steps' and old.get(k) != new.get(k))
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in _MAY_CHANGE and old.get(k) != new.get(k))
     if differ:
       raise config_lib.ConfigError(
           f'{workdir}: holds a run with another config ({", ".join(differ)} differ); '
@@ -72,21 +77,25 @@ def _enable_compilation_cache(workdir: pathlib.Path) -> None:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
 
 
-def initial_params(config: config_lib.TrainConfig, init: str | os.PathLike | None) -> Any:
-  """Parameters to start from: random (seeded), or read from `init`: an AlphaFold .npz, an
-  OpenFold .pt/.ckpt, a jaxfold parameter checkpoint, or a training checkpoint step directory
-  (its EMA parameters), each checked against the config's network."""
+def initial_params(config: config_lib.TrainConfig, init: str | os.PathLike | None,
+                   shardings: Any = None) -> Any:
+  """Parameters to start from, placed by `shardings` (None: the default device): random
+  (seeded, created in place), or read from `init`: an AlphaFold .npz, an OpenFold .pt/.ckpt,
+  a jaxfold parameter checkpoint, or a training checkpoint step directory (its EMA
+  parameters), each checked against the config's network."""
   if init is None:
-    return state_lib.init_params(config.model, jax.random.key(config.seed))
+    return jax.jit(lambda: state_lib.init_params(config.model, jax.random.key(config.seed)),
+                   out_shardings=shardings)()
   expected = schema.parameter_shapes(config.model.model)
   name = f'the config\'s network ({config.preset})'
   if not checkpoints_lib.is_training_checkpoint(init):
-    return formats.load_params(init, expected, schema_name=name,
+    tree = formats.load_params(init, expected, schema_name=name,
                                model_config=config.model.model)[0]
-  tree = checkpoints_lib.read_params(init, ema=True)
-  alphafold_npz.check_schema({k: v.shape for k, v in alphafold_npz.flat_keys(tree).items()},
-                             expected, str(init), schema_name=name)
-  return tree
+  else:
+    tree = checkpoints_lib.read_params(init, ema=True)
+    alphafold_npz.check_schema({k: v.shape for k, v in alphafold_npz.flat_keys(tree).items()},
+                               expected, str(init), schema_name=name)
+  return jax.device_put(tree, shardings)
 
 
 class _StopSignal:
@@ -119,12 +128,16 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
   """Trains until `config.steps` (resuming the run in `workdir` if there is one).
 
   Args:
-    config: the run's config (a rerun must pass the same, `steps` excepted).
+    config: the run's config (a rerun must pass the same; `steps`, the mesh and the layout
+      may change).
     workdir: the run's directory (created).
     init: parameters to start a new run from (ignored when resuming).
     quiet: no progress bar.
     progress: receives one-line stage messages.
   """
+  mesh = sharding.make_mesh(config.mesh, config.sharding)  # a bad mesh leaves nothing behind
+  rules = sharding.LAYOUTS[config.sharding]
+  sharding.micro_batch_size(config.micro_batch_size, config.global_batch_size, mesh, rules)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir_config(workdir, config)
@@ -135,18 +148,22 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
                                  f'over {jax.process_count()} processes')
 
   tx = optimizer.adam(config.optimizer)
+  progress(f'mesh {sharding.describe(mesh, config.sharding)}')
+  shapes = jax.eval_shape(lambda: state_lib.create(
+      state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
+  state_shardings = sharding.state_shardings(shapes, mesh, rules, tx)
   checkpoints = checkpoints_lib.Checkpoints(workdir, config.keep_checkpoints)
   latest = checkpoints.latest_step()
   if latest is None:
     progress('initialising parameters' + (f' from {init}' if init else ''))
-    state = state_lib.create(initial_params(config, init), tx, config.seed)
+    params = initial_params(config, init, state_shardings.params)
+    state = jax.jit(lambda params: state_lib.create(params, tx, config.seed),
+                    out_shardings=state_shardings)(params)
   else:
     if init is not None:
       logger.warning('resuming %s at step %d; --init %s is not read', workdir, latest, init)
     progress(f'resuming from {workdir / checkpoints_lib.CHECKPOINTS_DIR / str(latest)}')
-    target = jax.eval_shape(lambda: state_lib.create(
-        state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
-    state, data_state = checkpoints.restore(latest, target)
+    state, data_state = checkpoints.restore(latest, sharding.abstract(shapes, state_shardings))
 
   dataset = training_set.mixed_batches(
       config.data, config.model.data, seed=config.seed, train_config=config.crop,
@@ -165,7 +182,11 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
                                             max_chains=v.max_chains, max_length=v.max_length)
     keep = list(v.keep) or [chains[0].name]
 
-  train_step = jax.jit(step_lib.make_train_step(config, tx), donate_argnums=0)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  train_step = jax.jit(step_lib.make_train_step(config, tx, mesh=mesh),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, sharding.replicated(mesh)),
+                       donate_argnums=0)
   first = int(state.step)
   writer = summaries.SummaryWriter(workdir, resume_step=first) if primary else None
   bar = summaries.Progress(config.steps, resume_step=first, disable=quiet or not primary)
@@ -174,7 +195,7 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
   with _StopSignal() as stop:
     while step < config.steps and stop.received is None:
       start = time.perf_counter()
-      state, metrics = train_step(state, next(batches))
+      state, metrics = train_step(state, sharding.global_batch(next(batches), batch_sharding))
       step += 1
       if step % config.log_every == 0 or step == config.steps:
         metrics = _host(metrics)

@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxfold.loss.total import alphafold_loss
+from jaxfold.model import logical_axes
 from jaxfold.model.alphafold import AlphaFold, feature_shapes
 from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.template_embedding import TORSION_FEATURES
-from jaxfold.train import optimizer
+from jaxfold.train import optimizer, sharding
 from jaxfold.train.config import TrainConfig
 from jaxfold.train.state import TrainState
 
@@ -63,12 +65,17 @@ def _scalars(breakdown: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def make_train_step(config: TrainConfig, tx: optax.GradientTransformation,
-                    loss_fn: Callable[..., tuple[jax.Array, dict]] | None = None
+                    loss_fn: Callable[..., tuple[jax.Array, dict]] | None = None,
+                    mesh: Mesh | None = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """step(state, batch) -> (state, metrics); batch leaves are [global_batch_size, ...].
 
   loss_fn: fn(params, example, dropout_key, num_recycle) -> (loss, breakdown) of one example;
     default `example_loss_fn(config)`, AlphaFold's model and loss.
+  mesh: the devices the step is jitted over; the layout `config.sharding` then splits each
+    micro-batch's examples over its batch axes and shards the activations by its rules.
+    Micro-batch a of k holds the examples m * k + a, so a batch split over the
+    devices in contiguous blocks splits every micro-batch alike, with no data moved.
 
   metrics: the batch mean of the total loss and of every scalar in its breakdown,
   'grad_norm' (mean over examples, before clipping), 'learning_rate' (of this update),
@@ -76,19 +83,36 @@ def make_train_step(config: TrainConfig, tx: optax.GradientTransformation,
   """
   opt = config.optimizer
   value_and_grad = jax.value_and_grad(loss_fn or example_loss_fn(config), has_aux=True)
-  if config.micro_batch_size == 1:  # the usual case: no batch axis to vectorise
+  rules = sharding.LAYOUTS[config.sharding] if mesh else {}
+  split_over = sharding.batch_axes(mesh, rules) if mesh else ()
+  micro = sharding.micro_batch_size(config.micro_batch_size, config.global_batch_size, mesh,
+                                    rules)
+  accumulate = config.global_batch_size // micro
+  if micro == 1:  # the usual case: no batch axis to vectorise
     per_example = lambda p, e, k, n: jax.tree.map(
         lambda x: x[None], value_and_grad(p, *jax.tree.map(lambda x: x[0], (e, k)), n))
   else:
-    per_example = jax.vmap(value_and_grad, in_axes=(None, 0, 0, None))
+    per_example = jax.vmap(value_and_grad, in_axes=(None, 0, 0, None),
+                           spmd_axis_name=split_over or None)
   schedule = optimizer.learning_rate(opt)
-  micro, accumulate = config.micro_batch_size, config.accumulation_steps
+
+  def micro_batches(x):  # [global, ...] -> [accumulate, micro, ...], examples m * accumulate + a
+    x = x.reshape((micro, accumulate) + x.shape[1:]).swapaxes(0, 1)
+    if split_over:
+      x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(None, split_over)))
+    return x
 
   def train_step(state: TrainState, batch: Batch):
+    if mesh is None:
+      return _train_step(state, batch)
+    with logical_axes.use_rules(mesh, rules):  # read while the step is traced
+      return _train_step(state, batch)
+
+  def _train_step(state: TrainState, batch: Batch):
     rng, recycle_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     num_recycle = jax.random.randint(recycle_key, (), 0, config.max_num_recycle + 1)
-    keys = jax.random.split(dropout_key, config.global_batch_size).reshape(accumulate, micro)
-    batch = jax.tree.map(lambda x: x.reshape((accumulate, micro) + x.shape[1:]), batch)
+    keys = micro_batches(jax.random.split(dropout_key, config.global_batch_size))
+    batch = jax.tree.map(micro_batches, batch)
 
     def micro_step(total, inputs):
       examples, example_keys = inputs
@@ -113,9 +137,9 @@ def make_train_step(config: TrainConfig, tx: optax.GradientTransformation,
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     skipped = state.skipped_steps + jnp.where(finite, 0, 1)
     new_state = state.replace(
-        step=state.step + 1, params=keep(params, state.params), ema_params=keep(ema, state.ema_params),
-        opt_state=keep(opt_state, state.opt_state), rng=jax.random.key_data(rng),
-        skipped_steps=skipped)
+        step=state.step + 1, params=keep(params, state.params),
+        ema_params=keep(ema, state.ema_params), opt_state=keep(opt_state, state.opt_state),
+        rng=jax.random.key_data(rng), skipped_steps=skipped)
     metrics = {k: v.mean() for k, v in breakdowns.items()}
     metrics.update(loss=loss, grad_norm=norms.mean(), num_recycle=num_recycle,
                    learning_rate=schedule(state.step - state.skipped_steps),  # Adam's update count
