@@ -8,8 +8,9 @@ axis is 'batch'. `jax.jit` with these shardings lets XLA place every collective:
 here communicates by hand, and the same step runs on one device or many.
 
 - 'data': examples split over 'data'; parameters and Adam state replicated.
-- 'fsdp': examples split over 'data' x 'fsdp'; each parameter's input-channel axis (and its
-  Adam moments and average) split over 'fsdp', gathered layer by layer when used.
+- 'fsdp': examples split over 'data' x 'fsdp'; each weight (and its Adam moments and
+  average) split over 'fsdp' by input channels, or output channels where those do not split,
+  gathered layer by layer when used.
 - 'dap': FastFold's dynamic axial parallelism: examples over 'data', and one example's MSA
   rows, pair rows or columns over 'res', switched for column-wise modules.
 - 'fsdp_dap': all three at once.
@@ -32,9 +33,10 @@ MESH_AXES = ('data', 'fsdp', 'res')
 _DAP = {'msa_seq': 'res', 'res_i': 'res', 'res_j': 'res'}
 LAYOUTS: dict[str, Rules] = {
     'data': {'batch': ('data',)},
-    'fsdp': {'batch': ('data', 'fsdp'), 'channel_in': 'fsdp'},
+    'fsdp': {'batch': ('data', 'fsdp'), 'channel_in': 'fsdp', 'channel_out': 'fsdp'},
     'dap': {'batch': ('data',), **_DAP},
-    'fsdp_dap': {'batch': ('data', 'fsdp'), 'channel_in': 'fsdp', **_DAP},
+    'fsdp_dap': {'batch': ('data', 'fsdp'), 'channel_in': 'fsdp', 'channel_out': 'fsdp',
+                 **_DAP},
 }
 
 # (leaf name, axes after a stacked block's leading 'layers' axis) -> logical names, by
@@ -138,11 +140,16 @@ def param_axes(path: Sequence[str], ndim: int) -> tuple[str | None, ...]:
 
 def _fitting_spec(shape: Sequence[int], names: Sequence[str | None], mesh: Mesh,
                   rules: Rules) -> PartitionSpec:
-  """The rules' PartitionSpec, with axes that do not divide evenly left replicated."""
-  spec = []
+  """The rules' PartitionSpec, left to right; an axis stays replicated where its mesh axes do
+  not divide it evenly or an earlier axis already took them (so FSDP splits a weight's input
+  channels, or its output channels when those do not split)."""
+  spec, taken = [], set()
   for size, target in zip(shape, partition_spec(names, rules)):
-    split = math.prod(mesh.shape[axis] for axis in _mesh_axes(target))
-    spec.append(target if split > 1 and size % split == 0 else None)
+    axes = _mesh_axes(target)
+    split = math.prod(mesh.shape[axis] for axis in axes)
+    fits = split > 1 and size % split == 0 and not taken & set(axes)
+    spec.append(target if fits else None)
+    taken |= set(axes) if fits else set()
   return PartitionSpec(*spec)
 
 
