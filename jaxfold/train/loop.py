@@ -54,9 +54,10 @@ class RunSummary:
   workdir: str
 
 
-def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig) -> None:
-  """Writes config.json, or checks that a rerun has the run's config (only `steps` may grow,
-  and the run may move to another mesh or layout)."""
+def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig,
+                          write: bool) -> None:
+  """Checks that a rerun has the run's config (only `steps` may grow, and the run may move to
+  another mesh or layout), then (if `write`: process 0) writes config.json."""
   path = workdir / checkpoints_lib.CONFIG_FILE
   new = json.loads(config_lib.to_json(config))
   if path.exists():
@@ -67,8 +68,9 @@ def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig)
       raise config_lib.ConfigError(
           f'{workdir}: holds a run with another config ({", ".join(differ)} differ); '
           'use a new --workdir, or the config the run started with')
-  with atomic_write(path, 'w') as f:
-    f.write(config_lib.to_json(config))
+  if write:
+    with atomic_write(path, 'w') as f:
+      f.write(config_lib.to_json(config))
 
 
 def _enable_compilation_cache(workdir: pathlib.Path) -> None:
@@ -140,9 +142,9 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
   sharding.micro_batch_size(config.micro_batch_size, config.global_batch_size, mesh, rules)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  _check_workdir_config(workdir, config)
-  _enable_compilation_cache(workdir)
   primary = jax.process_index() == 0
+  _check_workdir_config(workdir, config, write=primary)
+  _enable_compilation_cache(workdir)
   if config.global_batch_size % jax.process_count():
     raise config_lib.ConfigError(f'global_batch_size {config.global_batch_size} does not split '
                                  f'over {jax.process_count()} processes')
