@@ -212,6 +212,12 @@ tpu_command() {  # CMD = gcloud compute tpus ARGS... --zone=ZONE [--project=PROJ
   [[ -z $PROJECT ]] || CMD+=("--project=$PROJECT")
 }
 
+on_every_worker() {  # runs the shell command $1 on all workers of the slice at once
+  tpu_command tpu-vm ssh "$NAME"
+  CMD+=(--worker=all "--command=$1")
+  run "${CMD[@]}"
+}
+
 create_slice() {
   if ((SPOT)); then
     # Spot capacity is requested through a queued resource holding one node of the same name.
@@ -274,9 +280,7 @@ install_jaxfold() {  # a venv with jaxfold[tpu] from the repository, on every wo
   if ((CHECK)); then
     remote+="; $VENV/bin/python -c \"import jax; print(jax.process_index(), jax.device_count())\""
   fi
-  tpu_command tpu-vm ssh "$NAME"
-  CMD+=(--worker=all "--command=$remote")
-  run "${CMD[@]}"
+  on_every_worker "$remote"
 }
 
 launch_training() {  # jaxfold train on every worker at once, in the background
@@ -290,9 +294,7 @@ launch_training() {  # jaxfold train on every worker at once, in the background
     data=jaxfold-data/$(basename "$(dirname "$DATA")")/$(basename "$DATA")
     remote="set -eu; mkdir -p $(quote "$data")"
     remote+="; gcloud storage rsync -r $(quote "$DATA") $(quote "$data")"
-    tpu_command tpu-vm ssh "$NAME"
-    CMD+=(--worker=all "--command=$remote")
-    run "${CMD[@]}"
+    on_every_worker "$remote"
   fi
   train=$(quote "$VENV/bin/jaxfold" train --config "$REMOTE_CONFIG" --workdir "$WORKDIR" \
     --data "$data" "${TRAIN_ARGS[@]}")
@@ -303,7 +305,5 @@ launch_training() {  # jaxfold train on every worker at once, in the background
   remote+="; setsid nohup $train >>$LOG 2>&1 </dev/null &"
   remote+=" echo \$! >$REMOTE_PID"
   remote+="; echo \"\$(hostname): jaxfold train started, pid \$!, log ~/$LOG\""
-  tpu_command tpu-vm ssh "$NAME"
-  CMD+=(--worker=all "--command=$remote")
-  run "${CMD[@]}"
+  on_every_worker "$remote"
 }
