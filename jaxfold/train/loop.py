@@ -185,10 +185,7 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
     keep = list(v.keep) or [chains[0].name]
 
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  train_step = jax.jit(step_lib.make_train_step(config, tx, mesh=mesh),
-                       in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, sharding.replicated(mesh)),
-                       donate_argnums=0)
+  train_step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
   first = int(state.step)
   writer = summaries.SummaryWriter(workdir, resume_step=first) if primary else None
   bar = summaries.Progress(config.steps, resume_step=first, disable=quiet or not primary)

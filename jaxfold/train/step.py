@@ -146,3 +146,15 @@ def make_train_step(config: TrainConfig, tx: optax.GradientTransformation,
                    skipped=1 - finite.astype(jnp.int32), skipped_steps=skipped)
     return new_state, metrics
   return train_step
+
+
+def jit_train_step(config: TrainConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                   state_shardings: TrainState,
+                   loss_fn: Callable[..., tuple[jax.Array, dict]] | None = None
+                   ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+  """`make_train_step` jitted over `mesh`: the state in and out by `state_shardings` (the
+  incoming state's buffers donated), the batch split by the layout, metrics replicated."""
+  rules = sharding.LAYOUTS[config.sharding]
+  return jax.jit(make_train_step(config, tx, loss_fn, mesh),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)

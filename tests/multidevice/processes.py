@@ -19,10 +19,9 @@ from jax.experimental import multihost_utils
 
 from jaxfold.train import checkpoints as checkpoints_lib
 from jaxfold.train import config as config_lib, distributed, optimizer, sharding
-from jaxfold.train import state as state_lib, step as step_lib
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from test_layouts import SCALES, TINY, _every_parameter_loss, _initial_params  # noqa: E402
+from test_layouts import SCALES, TINY, _every_parameter_loss, _sharded_step  # noqa: E402
 
 MESH, LAYOUT = (('data', 2), ('fsdp', 2), ('res', 2)), 'fsdp_dap'
 STEPS = 3
@@ -40,18 +39,11 @@ def main():
     distributed.initialize(f'localhost:{args.port}', args.num_processes, args.process_id)
   out = pathlib.Path(args.out)
   config = config_lib.override(config_lib.load(TINY), [
-      'dropout=False', 'max_num_recycle=0', 'global_batch_size=8', f'mesh={MESH!r}',
-      f'sharding={LAYOUT}'])
+      'dropout=False', 'max_num_recycle=0', 'global_batch_size=8'])
   tx = optimizer.adam(config.optimizer)
-  mesh, rules = sharding.make_mesh(config.mesh, config.sharding), sharding.LAYOUTS[LAYOUT]
-  params = _initial_params(config)
-  shapes = jax.eval_shape(lambda: state_lib.create(params, tx, 0))
-  shardings = sharding.state_shardings(shapes, mesh, rules, tx)
-  state = jax.jit(lambda p: state_lib.create(p, tx, 0), out_shardings=shardings)(params)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  step = jax.jit(step_lib.make_train_step(config, tx, loss_fn=_every_parameter_loss, mesh=mesh),
-                 in_shardings=(shardings, batch_sharding),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
+  state, step, batch_sharding, shardings = _sharded_step(config, tx, MESH, LAYOUT,
+                                                         _every_parameter_loss)
+  shapes = jax.eval_shape(lambda: state)
   # Each process reads only its own block of the global batch, as the data loader does.
   per_process = 8 // jax.process_count()
   local = {k: v[jax.process_index() * per_process:][:per_process] for k, v in SCALES.items()}

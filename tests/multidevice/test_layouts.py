@@ -62,11 +62,8 @@ def _sharded_step(config, tx, axes, layout, loss_fn=None, params=None):
   shapes = jax.eval_shape(lambda: state_lib.create(params, tx, 0))
   shardings = sharding.state_shardings(shapes, mesh, rules, tx)
   state = jax.jit(lambda p: state_lib.create(p, tx, 0), out_shardings=shardings)(params)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  step = jax.jit(step_lib.make_train_step(config, tx, loss_fn=loss_fn, mesh=mesh),
-                 in_shardings=(shardings, batch_sharding),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
-  return state, step, batch_sharding, shardings
+  step = step_lib.jit_train_step(config, tx, mesh, shardings, loss_fn)
+  return state, step, sharding.batch_sharding(mesh, rules), shardings
 
 
 def _every_parameter_loss(params, example, key, num_recycle):
