@@ -154,7 +154,9 @@ def check_outputs(parity, name: str, ours: Mapping[str, Any], ref: Mapping[str, 
                {k: ref[k] for k in metrics})
 
 
-@pytest.mark.parametrize('preset', ['model_1_ptm', 'model_3_ptm'])
+# model_3_ptm (no templates) is in the slow tier: ~60 s, and its layers are checked one by one.
+@pytest.mark.parametrize('preset', ['model_1_ptm',
+                                    pytest.param('model_3_ptm', marks=pytest.mark.slow)])
 def test_alphafold_with_recycling(parity, shared_dir, preset):
   """Two recycling iterations, each on its own resampled MSA slice."""
   ours_cfg, feat, params, ref = alphafold_run(shared_dir, preset, num_ensemble=1, num_recycle=2)

@@ -2,8 +2,8 @@
 
 The step's machinery runs under every layout with a loss touching every parameter of the tiny
 network (cheap to compile); the DAP rules are checked to really split an Evoformer block's
-residue axis; checkpoints move between meshes exactly; and (slow tier) two training steps of
-the tiny config agree with one device under every layout.
+residue axis; and (slow tier) checkpoints move between meshes exactly and two training steps
+of the tiny config agree with one device under every layout.
 """
 
 import dataclasses
@@ -154,6 +154,7 @@ def test_dap_splits_the_residue_axis_of_an_evoformer_block(tiny):
     np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # ~70 s; the two-process test restores a checkpoint onto another mesh too
 def test_a_checkpoint_restores_onto_another_mesh_exactly(tiny, tmp_path):
   config, tx = tiny
   trained, _ = _run(config, tx, *LAYOUTS[0], SCALES, steps=1, loss_fn=_every_parameter_loss)
