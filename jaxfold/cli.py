@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxfold.common.atomic_file import atomic_write
+from jaxfold.common.atomic_file import atomic_write, is_remote, run_path
 
 
 class _Progress:
@@ -100,8 +100,9 @@ def _training_params(path: str, ema: bool | None, preset_name: str | None):
 
 
 def _train(args: argparse.Namespace) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
   # pylint: disable-next=import-outside-toplevel
-  from jaxfold.train import config as config_lib, distributed, loop, sharding
+  from jaxfold.train import checkpoints, config as config_lib, distributed, loop, sharding
   distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   config = config_lib.load(args.config)
   changes = list(args.set or [])
@@ -124,9 +125,13 @@ def _train(args: argparse.Namespace) -> None:
     if not pathlib.Path(source.path).is_dir():
       raise FileNotFoundError(f'{source.path or "(empty)"}: data source is not a directory '
                               '(build one with `jaxfold data build`, pass it with --data)')
-  if args.init is not None and not pathlib.Path(args.init).exists():
-    raise FileNotFoundError(f'{args.init}: no such file or directory (--init)')
-  progress = _Progress(args.quiet)
+  if args.init is not None:
+    if not run_path(args.init).exists():
+      raise FileNotFoundError(f'{args.init}: no such file or directory (--init)')
+    if is_remote(args.init) and not checkpoints.is_training_checkpoint(args.init):
+      raise ValueError(f'{args.init}: from Cloud Storage --init reads training checkpoints '
+                       '(<workdir>/checkpoints/<step>); copy .npz / .pt weights to each worker')
+  progress = _Progress(args.quiet or jax.process_index() > 0)  # one voice for all processes
   summary = loop.train(config, args.workdir, init=args.init, quiet=args.quiet, progress=progress)
   progress(f'step {summary.step}, {summary.skipped_steps} skipped steps; run in {args.workdir}')
 

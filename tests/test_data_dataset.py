@@ -223,6 +223,21 @@ def test_two_shards_partition_the_data():
   assert whole[0:_N - 1:2] == ids[0] and whole[1:_N - 1:2] == ids[1]
 
 
+def test_a_global_batch_is_the_same_on_any_number_of_shards():
+  # Global batch 6 as one shard of 6, two of 3 or three of 2: the shards' blocks side by side
+  # are the one shard's batch, examples and order, so a run may resume on more processes.
+  kwargs = dict(seed=4, num_epochs=None, transform=_add_noise)
+  whole = loader.training_dataset(_source(), shard_index=0, shard_count=1, batch_size=6,
+                                  **kwargs)
+  for count in (2, 3):
+    shards = [loader.training_dataset(_source(), shard_index=s, shard_count=count,
+                                      batch_size=6 // count, **kwargs) for s in range(count)]
+    for step in (0, 1, 7):
+      for key in ('i', 'noise'):
+        np.testing.assert_array_equal(
+            np.concatenate([shard[step][key] for shard in shards]), whole[step][key])
+
+
 def test_weighted_draws_follow_the_weights():
   weights = np.zeros(_N)
   weights[[2, 5, 11]] = [1.0, 2.0, 5.0]

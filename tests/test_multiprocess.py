@@ -1,7 +1,8 @@
 """Two processes on localhost (jax.distributed, gloo, 4 CPU devices each) train as one: three
 steps of the step machinery on a data x fsdp x res mesh over all 8 devices, each process
 feeding only its block of the batch, equal those of one process with 8 devices; the
-checkpoint the two processes write together is restored by one process exactly."""
+checkpoint the two processes write together is restored by one process exactly, on its 8
+devices and on one."""
 
 import os
 import pathlib
@@ -9,7 +10,10 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
+
+from jaxfold.train import checkpoints
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / 'tests' / 'multidevice' / 'processes.py'
@@ -54,3 +58,11 @@ def test_two_processes_train_as_one_and_one_restores_their_checkpoint(tmp_path):
   together_params = np.load(together / 'params_0.npz')
   for k in together_params.files:  # the two processes' checkpoint, read back by one
     np.testing.assert_array_equal(restored[k], together_params[k])
+  # ... and by this process, on one device, as `jaxfold convert` and `--init` read it.
+  (together / 'run' / checkpoints.CONFIG_FILE).write_text('{}')
+  state = checkpoints.read_state(together / 'run' / checkpoints.CHECKPOINTS_DIR / '3')
+  on_one_device = {jax.tree_util.keystr(k): v
+                   for k, v in jax.tree_util.tree_flatten_with_path(state['params'])[0]}
+  assert on_one_device.keys() == set(together_params.files)
+  for k in together_params.files:
+    np.testing.assert_array_equal(on_one_device[k], together_params[k])

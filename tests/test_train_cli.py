@@ -11,13 +11,13 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxfold import cli
@@ -90,8 +90,7 @@ def uninterrupted(tmp_path_factory, dataset, environment):
 
 
 def _state(workdir, step):
-  return ocp.StandardCheckpointer().restore(
-      workdir.absolute() / checkpoints.CHECKPOINTS_DIR / str(step) / 'state')
+  return checkpoints.read_state(workdir / checkpoints.CHECKPOINTS_DIR / str(step))
 
 
 def _leaves(tree):
@@ -151,6 +150,54 @@ def test_resuming_after_sigterm_and_kill_is_bit_identical(tmp_path, dataset, env
   # The log reads as one run: every step once, with the uninterrupted run's losses.
   assert [(l['step'], l['loss']) for l in _train_lines(workdir)] == [
       (l['step'], l['loss']) for l in _train_lines(uninterrupted)]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _relative(ours, reference):
+  """max |Δ| / max |reference| over every leaf of two flattened states."""
+  delta = max(float(np.abs(ours[k] - reference[k]).max()) for k in reference)
+  return delta / max(float(np.abs(v).max()) for v in reference.values())
+
+
+@pytest.mark.slow  # two processes compile the step side by side, then one resumes (~8 min)
+def test_two_processes_train_as_one_and_one_process_resumes_their_run(
+    tmp_path, dataset, environment, uninterrupted):
+  # The same command on two processes of one CPU device each (the default mesh data=-1 spans
+  # both); each process reads only its half of every global batch. Then one process resumes
+  # their run to the end: the global batches do not depend on the number of processes.
+  workdir, half = tmp_path / 'two_processes', STEPS // 2
+  command = [*_command(workdir, dataset, validate=True), '--steps', str(half),
+             '--coordinator', f'localhost:{_free_port()}', '--num-processes', '2']
+  env = {**environment, 'JAX_PLATFORMS': 'cpu'}
+  processes = [subprocess.Popen([*command, '--process-id', str(i)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for i in range(2)]
+  outputs = [process.communicate(timeout=1500) for process in processes]
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr[-3000:]
+  assert 'mesh data=2' in outputs[0][1] and 'training from step' not in outputs[1][1]
+  steps = [(l['step'], l['loss']) for l in _train_lines(workdir)]
+  reference = [(l['step'], l['loss']) for l in _train_lines(uninterrupted)]
+  assert [step for step, _ in steps] == list(range(1, half + 1))  # logged once, by process 0
+  np.testing.assert_allclose([loss for _, loss in steps],
+                             [loss for _, loss in reference[:half]], rtol=1e-5)
+  scores = summaries.read_metrics(workdir / 'metrics.jsonl', 'validation')
+  assert scores['lddt_ca'][0].tolist() == [half] and 0 < scores['lddt_ca'][1, 0] < 1
+  assert _relative(_leaves(_state(workdir, half)), _leaves(_state(uninterrupted, half))) <= 1e-4
+
+  done = _train(workdir, dataset, environment)
+  assert f'resuming from {workdir / "checkpoints" / str(half)}' in done.stderr
+  assert 'mesh data=1' in done.stderr
+  steps = [(l['step'], l['loss']) for l in _train_lines(workdir)]
+  assert [step for step, _ in steps] == list(range(1, STEPS + 1))
+  np.testing.assert_allclose([loss for _, loss in steps], [loss for _, loss in reference],
+                             rtol=1e-5)
+  assert _relative(_leaves(_state(workdir, STEPS)), _leaves(_state(uninterrupted, STEPS))) <= 1e-4
 
 
 def test_convert_exports_the_averaged_or_the_trained_weights(uninterrupted, tmp_path):

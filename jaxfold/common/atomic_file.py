@@ -1,11 +1,27 @@
-"""Files that appear whole or not at all: written beside their target, then renamed over it."""
+"""Files that appear whole or not at all: written beside their target, then renamed over it;
+on object storage (gs://, s3://) written in one upload, which publishes an object whole."""
 
 import contextlib
+import io
 import os
 import pathlib
 import uuid
 from collections.abc import Iterator
 from typing import IO
+
+from etils import epath
+
+_REMOTE_SCHEMES = ('gs://', 's3://', 'az://')
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` names object storage (gs://, s3://, az://) rather than a local file."""
+  return os.fspath(path).startswith(_REMOTE_SCHEMES)
+
+
+def run_path(path: str | os.PathLike) -> epath.Path:
+  """`path` as an epath.Path: local paths made absolute, object-storage URLs as they are."""
+  return epath.Path(path) if is_remote(path) else epath.Path(pathlib.Path(path).absolute())
 
 
 @contextlib.contextmanager
@@ -13,8 +29,18 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[IO]:
   """Opens a temporary file beside `path`; on success it is synced and renamed to `path`.
 
   On any error the temporary file is removed and `path` is untouched. The file gets the
-  permissions of any new file (0666 less the umask), not mkstemp's 0600.
+  permissions of any new file (0666 less the umask), not mkstemp's 0600. On object storage
+  the content is collected in memory and uploaded once at the end.
   """
+  if is_remote(path):
+    buffer = io.BytesIO() if 'b' in mode else io.StringIO()
+    yield buffer
+    target = epath.Path(path)
+    if 'b' in mode:
+      target.write_bytes(buffer.getvalue())
+    else:
+      target.write_text(buffer.getvalue())
+    return
   path = pathlib.Path(path)
   if not path.parent.is_dir():
     raise FileNotFoundError(f'{path}: its directory {path.parent} does not exist')

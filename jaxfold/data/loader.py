@@ -13,9 +13,10 @@ A pipeline is built in three stages, each random-access:
     seed and the draw's global position.
   - `mixture` (several sources, e.g. PDB and self-distillation, Suppl. 1.3): position p takes
     source s's element p with probability weights[s], drawn from (seed, p) alone.
-  - `steps`: the global stream cut into `shard_count` interleaved shards (by default one per
-    JAX process), so the processes together read every draw once, then batched. Random
-    choices depend on global positions only, never on sharding or on where a run resumed.
+  - `steps`: the global stream cut into global batches, each split into `shard_count`
+    contiguous blocks (by default one per JAX process), so the processes together read every
+    draw once. Random choices depend on global positions only, never on sharding or on where
+    a run resumed.
 `training_dataset` is the one-source pipeline.
 """
 
@@ -148,13 +149,18 @@ def steps(stream: grain.MapDataset, *, shard_index: int | None = None,
           start_step: int = 0) -> grain.MapDataset:
   """This shard's part of a global stream: element k is its example (or batch) of step k.
 
+  Step k's global batch is positions [k * G, (k + 1) * G) of the stream, G = batch_size *
+  shard_count, and shard i holds the i-th block of batch_size of them. The global batch of a
+  step, examples and order, is therefore the same on any number of shards with the same G
+  (a run may resume on another number of processes), and the shards' blocks laid side by side
+  (`jax.make_array_from_process_local_data`) are it.
+
   Args:
     stream: a global stream (`source_stream`, `mixture`).
     shard_index, shard_count: this process's shard; both None means one shard per JAX process.
-      Shard i reads positions i, i + shard_count, ...; a finite stream is cut to a multiple
-      of shard_count so every shard gets the same number of steps.
+      A finite stream is cut to a multiple of G so every shard gets the same number of steps.
     batch_size: stacks that many consecutive examples (they must share shapes); the
-      incomplete last batch of a finite stream is dropped. None: no batching.
+      incomplete last batch of a finite stream is dropped. None: no batching (blocks of one).
     start_step: the first step to yield (resuming); counts batches when batch_size is set.
   """
   if (shard_index is None) != (shard_count is None):
@@ -164,12 +170,13 @@ def steps(stream: grain.MapDataset, *, shard_index: int | None = None,
     shard_index, shard_count = _default_shard()
   if not 0 <= shard_index < shard_count:
     raise ValueError(f'shard_index {shard_index} is not in [0, shard_count={shard_count})')
+  block = batch_size or 1
   # Equal steps on every shard, or processes would fall out of step at the end (a no-op on an
   # endless stream).
-  examples = stream[:len(stream) // shard_count * shard_count][shard_index::shard_count]
-  if batch_size is not None:
-    examples = examples.batch(batch_size, drop_remainder=True)
-  return examples[start_step:]
+  stream = stream[:len(stream) // (block * shard_count) * (block * shard_count)]
+  if batch_size is None:
+    return stream[shard_index::shard_count][start_step:]
+  return stream.batch(batch_size, drop_remainder=True)[shard_index::shard_count][start_step:]
 
 
 def training_dataset(source: Sequence[Example], *, seed: int, num_epochs: int | None = None,

@@ -7,7 +7,6 @@ run's config is <workdir>/config.json, so a step directory alone can be exported
 """
 
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxfold.common.atomic_file import run_path
 from jaxfold.train import config as config_lib
 
 CHECKPOINTS_DIR = 'checkpoints'
@@ -31,7 +31,7 @@ class Checkpoints:
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
                                       keep_checkpoints_without_metrics=False)])
     self._manager = ocp.CheckpointManager(
-        pathlib.Path(workdir).absolute() / CHECKPOINTS_DIR, item_names=('state', 'data'),
+        run_path(workdir) / CHECKPOINTS_DIR, item_names=('state', 'data'),
         options=ocp.CheckpointManagerOptions(enable_async_checkpointing=True,
                                              preservation_policy=policy))
 
@@ -64,24 +64,36 @@ class Checkpoints:
 
 def is_training_checkpoint(path: str | os.PathLike) -> bool:
   """Whether `path` is a step directory of a training run (<workdir>/checkpoints/<step>)."""
-  path = pathlib.Path(path)
+  path = run_path(path)
   return ((path / 'state').is_dir() and path.parent.name == CHECKPOINTS_DIR
           and (path.parent.parent / CONFIG_FILE).is_file())
 
 
 def run_config(path: str | os.PathLike) -> config_lib.TrainConfig:
   """The config of the run a step directory belongs to."""
-  return config_lib.from_json((pathlib.Path(path).parent.parent / CONFIG_FILE).read_text())
+  return config_lib.from_json((run_path(path).parent.parent / CONFIG_FILE).read_text())
 
 
-def read_params(path: str | os.PathLike, *, ema: bool = True) -> dict:
-  """The averaged (ema=True) or the trained parameters of a training checkpoint, as numpy."""
-  path = pathlib.Path(path)
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+  """The whole TrainState of a training checkpoint step directory, as numpy, whatever mesh or
+  number of processes wrote it (each array is gathered onto this process's first device)."""
+  path = run_path(path)
   if not is_training_checkpoint(path):
     raise ValueError(f'{path}: not a training checkpoint (<workdir>/checkpoints/<step>/state '
                      f'with <workdir>/{CONFIG_FILE})')
   try:
-    state = ocp.StandardCheckpointer().restore(path.absolute() / 'state')
+    # Without a target orbax would rebuild the writer's shardings, on devices that may not
+    # exist here (a pod checkpoint read on a laptop).
+    one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=one_device),
+        ocp.StandardCheckpointHandler().metadata(path / 'state').tree)
+    state = ocp.StandardCheckpointer().restore(path / 'state', target)
   except Exception as e:  # orbax raises many types for a damaged directory
     raise ValueError(f'{path}: cannot read the checkpoint: {str(e).splitlines()[0]}') from e
-  return jax.tree.map(np.asarray, state['ema_params' if ema else 'params'])
+  return jax.tree.map(np.asarray, state)
+
+
+def read_params(path: str | os.PathLike, *, ema: bool = True) -> dict:
+  """The averaged (ema=True) or the trained parameters of a training checkpoint, as numpy."""
+  return read_state(path)['ema_params' if ema else 'params']

@@ -14,22 +14,24 @@ A workdir holds one run:
 Running the same command again continues from the latest checkpoint: the state (parameters,
 EMA, Adam's moments, RNG, step) and the data position are restored exactly, and every later
 step computes what the uninterrupted run would have, bit for bit. SIGTERM or SIGINT stop
-the run after the current step with a checkpoint written.
+the run after the current step with a checkpoint written. The workdir may be on Cloud Storage
+(gs://BUCKET/RUN, with the `tpu` extra): on a pod every host writes its part of each
+checkpoint there.
 """
 
 import dataclasses
 import json
 import logging
 import os
-import pathlib
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+from etils import epath
 
-from jaxfold.common.atomic_file import atomic_write
+from jaxfold.common.atomic_file import atomic_write, run_path
 from jaxfold.convert import alphafold_npz, formats, schema
 from jaxfold.data import loader, training_set
 from jaxfold.train import checkpoints as checkpoints_lib
@@ -54,7 +56,7 @@ class RunSummary:
   workdir: str
 
 
-def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig,
+def _check_workdir_config(workdir: epath.Path, config: config_lib.TrainConfig,
                           write: bool) -> None:
   """Checks that a rerun has the run's config (only `steps` may grow, and the run may move to
   another mesh or layout), then (if `write`: process 0) writes config.json."""
@@ -73,7 +75,7 @@ def _check_workdir_config(workdir: pathlib.Path, config: config_lib.TrainConfig,
       f.write(config_lib.to_json(config))
 
 
-def _enable_compilation_cache(workdir: pathlib.Path) -> None:
+def _enable_compilation_cache(workdir: epath.Path) -> None:
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', str(workdir / COMPILATION_CACHE_DIR))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
@@ -140,7 +142,7 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
   mesh = sharding.make_mesh(config.mesh, config.sharding)  # a bad mesh leaves nothing behind
   rules = sharding.LAYOUTS[config.sharding]
   sharding.micro_batch_size(config.micro_batch_size, config.global_batch_size, mesh, rules)
-  workdir = pathlib.Path(workdir)
+  workdir = run_path(workdir)  # a local directory, or gs://BUCKET/... shared by all hosts
   workdir.mkdir(parents=True, exist_ok=True)
   primary = jax.process_index() == 0
   _check_workdir_config(workdir, config, write=primary)
@@ -206,7 +208,7 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
       if chains and (step % config.validation.every == 0 or step == config.steps):
         result = validation.evaluate(state.ema_params, config.model.model, chains, config.loss,
                                      num_recycle=config.validation.num_recycle,
-                                     global_config=step_lib.global_config(config))
+                                     global_config=step_lib.global_config(config), mesh=mesh)
         scores = result.mean
         if primary:
           validation.write_predictions(result, workdir, step, keep)
@@ -214,6 +216,8 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
       if scores or step % config.checkpoint_every == 0 or step == config.steps:
         checkpoints.save(step, state, batches.get_state(), scores)
         saved = step
+        if writer:
+          writer.flush()
     stopped_by = stop.received
     if step != saved:
       checkpoints.save(step, state, batches.get_state())

@@ -9,16 +9,16 @@ scalars, a second TensorBoard run beside the first) and `metrics.jsonl`, one lin
 import json
 import math
 import os
-import pathlib
 import sys
 import time
 from collections.abc import Mapping
 
 import numpy as np
 import tqdm
+from etils import epath
 from matplotlib.figure import Figure
 
-from jaxfold.common.atomic_file import atomic_write
+from jaxfold.common.atomic_file import atomic_write, is_remote, run_path
 
 
 def _import_tensorboardx():
@@ -46,6 +46,9 @@ NOT_LOSS_TERMS = frozenset(
     {'learning_rate', 'grad_norm', 'skipped', 'skipped_steps', 'examples_per_second',
      'num_recycle'})
 _RECORD_KEYS = ('step', 'split', 'time')
+# On object storage, which cannot append, the metrics log is uploaded whole at most this often
+# (and at every flush and close).
+REMOTE_LOG_UPLOAD_S = 60.0
 _LABELS = {'loss': 'loss', 'terms': 'loss terms', 'lddt_ca': 'validation lDDT-Cα',
            'learning_rate': 'learning rate'}
 
@@ -55,14 +58,21 @@ class SummaryWriter:
 
   On resuming from the checkpoint of step `resume_step`, log lines of later steps are dropped
   (the file is rewritten atomically) and TensorBoard is told to hide events after that step.
+  A gs:// workdir works the same; there the log is kept in memory and uploaded whole every
+  `REMOTE_LOG_UPLOAD_S` seconds and on `flush` and `close`.
   """
 
   def __init__(self, workdir: str | os.PathLike, resume_step: int | None = None):
-    workdir = pathlib.Path(workdir)
+    workdir = run_path(workdir)
     self.metrics_path = workdir / 'metrics.jsonl'
     workdir.mkdir(parents=True, exist_ok=True)
     if resume_step is not None and self.metrics_path.exists():
       _truncate_log(self.metrics_path, resume_step)
+    self._remote_lines = None
+    if is_remote(workdir):
+      self._remote_lines = (self.metrics_path.read_text(encoding='utf-8').splitlines(True)
+                            if self.metrics_path.exists() else [])
+      self._uploaded = time.monotonic()
     purge_step = None if resume_step is None else resume_step + 1
     # Event file names carry only the second and host; a nanosecond suffix keeps a resume within
     # the same second from overwriting the earlier file, and keeps the files in time order.
@@ -85,17 +95,33 @@ class SummaryWriter:
       self._writers[split].add_scalar(name, value, global_step=int(step), walltime=now)
     record = {'step': int(step), 'split': split, 'time': now}
     record.update({name: v if math.isfinite(v) else None for name, v in floats.items()})
-    # One write of one whole line: a crash leaves at most a torn last line.
-    with open(self.metrics_path, 'a', encoding='utf-8') as f:
-      f.write(json.dumps(record, allow_nan=False) + '\n')
+    line = json.dumps(record, allow_nan=False) + '\n'
+    if self._remote_lines is None:
+      # One write of one whole line: a crash leaves at most a torn last line.
+      with open(self.metrics_path, 'a', encoding='utf-8') as f:
+        f.write(line)
+    else:
+      self._remote_lines.append(line)
+      if time.monotonic() - self._uploaded > REMOTE_LOG_UPLOAD_S:
+        self._upload_log()
+
+  def _upload_log(self) -> None:
+    with atomic_write(self.metrics_path, 'w') as f:
+      f.writelines(self._remote_lines)
+    self._uploaded = time.monotonic()
 
   def flush(self) -> None:
+    """Writes out what is buffered (TensorBoard events; on object storage, the log)."""
     for writer in self._writers.values():
       writer.flush()
+    if self._remote_lines is not None:
+      self._upload_log()
 
   def close(self) -> None:
     for writer in self._writers.values():
       writer.close()
+    if self._remote_lines is not None:
+      self._upload_log()
 
   def __enter__(self) -> 'SummaryWriter':
     return self
@@ -104,7 +130,7 @@ class SummaryWriter:
     self.close()
 
 
-def _truncate_log(path: pathlib.Path, resume_step: int) -> None:
+def _truncate_log(path: epath.Path, resume_step: int) -> None:
   """Keeps the lines of `path` with step <= `resume_step`, and drops a torn last line."""
   lines = path.read_text(encoding='utf-8').splitlines(keepends=True)
   kept = []
@@ -124,7 +150,7 @@ def _truncate_log(path: pathlib.Path, resume_step: int) -> None:
 def read_metrics(metrics_path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
   """The scalars of `split` in a metrics log as {name: [2, n] array of (step, value)}; null=NaN."""
   series = {}
-  with open(metrics_path, encoding='utf-8') as f:
+  with run_path(metrics_path).open(encoding='utf-8') as f:
     for line in f:
       record = json.loads(line)
       if record['split'] != split:

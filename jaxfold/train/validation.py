@@ -29,16 +29,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from jaxfold.common import protein
 from jaxfold.common import residue_constants as rc
-from jaxfold.common.atomic_file import atomic_write
+from jaxfold.common.atomic_file import atomic_write, run_path
 from jaxfold.data import dataset_builder, processing
 from jaxfold.loss import metrics
 from jaxfold.loss.total import LossConfig, alphafold_loss
 from jaxfold.model.alphafold import AlphaFold, model_features
 from jaxfold.model.config import AlphaFoldConfig, ModelConfig
 from jaxfold.model.global_config import GlobalConfig
+from jaxfold.train import sharding
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +177,8 @@ def structure_scores(predicted_positions: jax.Array, labels: Mapping[str, jax.Ar
 
 @functools.lru_cache(maxsize=8)
 def _compiled_chain_evaluation(model_config: ModelConfig, global_config: GlobalConfig,
-                               loss_config: LossConfig, metrics_config: metrics.MetricsConfig):
+                               loss_config: LossConfig, metrics_config: metrics.MetricsConfig,
+                               mesh: jax.sharding.Mesh | None):
   """The jitted evaluation of one chain; jax.jit keeps one compilation per chain shape."""
   model = AlphaFold(model_config, global_config)
 
@@ -197,7 +200,14 @@ def _compiled_chain_evaluation(model_config: ModelConfig, global_config: GlobalC
             'final_atom_positions': structure['final_atom_positions'],
             'final_atom_mask': structure['final_atom_mask'], 'plddt': plddt}
 
-  return jax.jit(evaluate_chain, static_argnames='num_ensemble')
+  if mesh is None:
+    return jax.jit(evaluate_chain, static_argnames='num_ensemble')
+  # On a training mesh (perhaps over several processes) the chain is given to every device and
+  # the outputs come back whole on each, so every process can read them.
+  everywhere = sharding.replicated(mesh)
+  return jax.jit(evaluate_chain, static_argnames='num_ensemble',
+                 in_shardings=(None, everywhere, everywhere, everywhere),
+                 out_shardings=everywhere)
 
 
 def _predicted_protein(chain: ValidationChain, out: Mapping[str, np.ndarray]) -> protein.Protein:
@@ -214,8 +224,8 @@ def _predicted_protein(chain: ValidationChain, out: Mapping[str, np.ndarray]) ->
 def evaluate(params: Any, model_config: ModelConfig, chains: Sequence[ValidationChain],
              loss_config: LossConfig, *, num_recycle: int,
              global_config: GlobalConfig | None = None,
-             metrics_config: metrics.MetricsConfig = metrics.MetricsConfig()
-             ) -> ValidationResult:
+             metrics_config: metrics.MetricsConfig = metrics.MetricsConfig(),
+             mesh: jax.sharding.Mesh | None = None) -> ValidationResult:
   """Predicts every chain without dropout and scores it.
 
   Args:
@@ -226,6 +236,8 @@ def evaluate(params: Any, model_config: ModelConfig, chains: Sequence[Validation
     num_recycle: recycling iterations; must be the count the chains were processed for.
     global_config: compute settings (dtype, memory); default GlobalConfig().
     metrics_config: lDDT radius and GDT search settings.
+    mesh: the training mesh `params` live on (None: one device); every process gets the
+      results.
 
   Returns:
     Per-chain scores, their means, and each chain's predicted and true structures.
@@ -237,7 +249,7 @@ def evaluate(params: Any, model_config: ModelConfig, chains: Sequence[Validation
       raise ValueError(f'validation chain {chain.name} was processed for num_recycle '
                        f'{chain.num_recycle}, evaluate was asked for {num_recycle}')
   run = _compiled_chain_evaluation(model_config, global_config or GlobalConfig(), loss_config,
-                                   metrics_config)
+                                   metrics_config, mesh)
   per_chain, predicted, truth = {}, {}, {}
   for chain in chains:
     out = jax.device_get(run(params, chain.features, chain.labels,
@@ -251,14 +263,14 @@ def evaluate(params: Any, model_config: ModelConfig, chains: Sequence[Validation
 
 
 def prediction_paths(workdir: str | os.PathLike, chain: str, step: int
-                     ) -> tuple[pathlib.Path, pathlib.Path]:
-  """(prediction at `step`, truth) of a kept chain under `workdir`."""
-  folder = pathlib.Path(workdir) / PREDICTIONS_DIR / chain
+                     ) -> tuple[epath.Path, epath.Path]:
+  """(prediction at `step`, truth) of a kept chain under `workdir` (local or gs://)."""
+  folder = run_path(workdir) / PREDICTIONS_DIR / chain
   return folder / f'step_{step:08d}.pdb', folder / TRUTH_FILE
 
 
 def write_predictions(result: ValidationResult, workdir: str | os.PathLike, step: int,
-                      chain_names: Sequence[str]) -> list[pathlib.Path]:
+                      chain_names: Sequence[str]) -> list[epath.Path]:
   """Writes the predicted structure of each named chain at `step`, and its truth once.
 
   Each file appears whole or not at all (written beside its target, then renamed); a
