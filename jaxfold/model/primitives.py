@@ -12,7 +12,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # Standard deviation of a unit normal truncated to [-2, 2]; dividing by it makes the
 # truncated draw have the intended variance.
