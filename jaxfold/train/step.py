@@ -85,6 +85,10 @@ def make_train_step(config: TrainConfig, tx: optax.GradientTransformation,
   value_and_grad = jax.value_and_grad(loss_fn or example_loss_fn(config), has_aux=True)
   rules = sharding.LAYOUTS[config.sharding] if mesh else {}
   split_over = sharding.batch_axes(mesh, rules) if mesh else ()
+  # FSDP keeps parameters, EMA and Adam's moments split, but the forward and backward passes
+  # use the parameters whole, gathered once per step (model_1's 93M are 0.37 GB in float32):
+  # left to itself XLA gathered the examples' activations to where a weight's shard lies.
+  gather_params = mesh is not None and bool({'channel_in', 'channel_out'} & set(rules))
   micro = sharding.micro_batch_size(config.micro_batch_size, config.global_batch_size, mesh,
                                     rules)
   accumulate = config.global_batch_size // micro
@@ -113,10 +117,13 @@ def make_train_step(config: TrainConfig, tx: optax.GradientTransformation,
     num_recycle = jax.random.randint(recycle_key, (), 0, config.max_num_recycle + 1)
     keys = micro_batches(jax.random.split(dropout_key, config.global_batch_size))
     batch = jax.tree.map(micro_batches, batch)
+    whole = state.params
+    if gather_params:
+      whole = jax.lax.with_sharding_constraint(whole, sharding.replicated(mesh))
 
     def micro_step(total, inputs):
       examples, example_keys = inputs
-      (loss, breakdown), grads = per_example(state.params, examples, example_keys, num_recycle)
+      (loss, breakdown), grads = per_example(whole, examples, example_keys, num_recycle)
       norms = jax.vmap(optax.tree.norm)(grads)
       if opt.clip_per_example:
         grads = jax.vmap(lambda g: optimizer.clip(g, opt.clip_norm))(grads)
