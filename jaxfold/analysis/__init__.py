@@ -1,0 +1,1 @@
+"""Studying how a model learns: measures of predicted structures over a training run."""
