@@ -8,12 +8,15 @@ driver) and tensorboardX's GCS event writer, which are those libraries' code pat
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
 from etils import epath
 from etils.epath import testing as epath_testing
 
+from jaxfold import cli
+from jaxfold.common import atomic_file
 from jaxfold.common.atomic_file import atomic_write, is_remote, run_path
 from jaxfold.train import config as config_lib, loop, summaries
 
@@ -39,6 +42,8 @@ def bucket(tmp_path, monkeypatch):
   one = {name: redirect for name in ('exists', 'glob', 'isdir', 'listdir', 'makedirs', 'mkdir',
                                      'open', 'remove', 'rmtree', 'stat', 'walk')}
   two = {name: redirect_two for name in ('copy', 'rename', 'replace')}
+  # gcsfs itself is not needed: epath's backends are replaced below.
+  monkeypatch.setattr(atomic_file, '_REMOTE_PACKAGES', {'gs://': 'etils'})
   # TensorBoard's gs:// writer is tensorboardX's (google-cloud-storage); record where it writes.
   logdirs = []
   monkeypatch.setattr(summaries.tensorboardX, 'SummaryWriter',
@@ -59,6 +64,7 @@ class _NoEvents:
     pass
 
 
+@pytest.mark.usefixtures('bucket')  # gs:// reachable
 def test_remote_paths_are_recognised_and_local_ones_made_absolute():
   assert is_remote('gs://b/run') and is_remote(epath.Path('gs://b/run'))
   assert not is_remote('runs/gs://odd') and not is_remote('/tmp/run')
@@ -114,3 +120,14 @@ def test_a_rerun_in_a_remote_workdir_is_checked_against_its_config(bucket):
                      r'with another config \(seed differ\)'):
     loop._check_workdir_config(  # pylint: disable=protected-access
         workdir, config_lib.TrainConfig(steps=4, seed=7), write=False)
+
+
+def test_a_gs_workdir_without_its_package_is_one_line(monkeypatch, tmp_path, capsys):
+  monkeypatch.setattr(atomic_file, '_REMOTE_PACKAGES', {'gs://': 'jaxfold_no_such_package'})
+  tiny = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'train' / 'tiny.py'
+  assert cli.main(['train', '--config', str(tiny), '--workdir', f'{BUCKET}/run',
+                   '--data', str(tmp_path)]) == 2
+  error = capsys.readouterr().err.strip()
+  assert error == (f'jaxfold: error: {BUCKET}/run: object storage needs the '
+                   "jaxfold_no_such_package package (for gs://: pip install 'jaxfold[tpu]')")
+  assert not list(tmp_path.iterdir())

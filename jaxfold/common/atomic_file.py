@@ -2,6 +2,7 @@
 on object storage (gs://, s3://) written in one upload, which publishes an object whole."""
 
 import contextlib
+import importlib.util
 import io
 import os
 import pathlib
@@ -11,17 +12,28 @@ from typing import IO
 
 from etils import epath
 
-_REMOTE_SCHEMES = ('gs://', 's3://', 'az://')
+# Object storage epath reaches through fsspec, and the package that gives fsspec each scheme.
+_REMOTE_PACKAGES = {'gs://': 'gcsfs', 's3://': 's3fs', 'az://': 'adlfs'}
 
 
 def is_remote(path: str | os.PathLike) -> bool:
   """Whether `path` names object storage (gs://, s3://, az://) rather than a local file."""
-  return os.fspath(path).startswith(_REMOTE_SCHEMES)
+  return os.fspath(path).startswith(tuple(_REMOTE_PACKAGES))
 
 
 def run_path(path: str | os.PathLike) -> epath.Path:
-  """`path` as an epath.Path: local paths made absolute, object-storage URLs as they are."""
-  return epath.Path(path) if is_remote(path) else epath.Path(pathlib.Path(path).absolute())
+  """`path` as an epath.Path: local paths made absolute, object-storage URLs as they are.
+
+  Raises:
+    ValueError: `path` is on object storage whose fsspec package is not installed.
+  """
+  if not is_remote(path):
+    return epath.Path(pathlib.Path(path).absolute())
+  package = next(p for scheme, p in _REMOTE_PACKAGES.items() if os.fspath(path).startswith(scheme))
+  if importlib.util.find_spec(package) is None:
+    raise ValueError(f'{os.fspath(path)}: object storage needs the {package} package (for gs://: '
+                     "pip install 'jaxfold[tpu]')")
+  return epath.Path(path)
 
 
 @contextlib.contextmanager
