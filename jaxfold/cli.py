@@ -291,6 +291,21 @@ def _data_build(args: argparse.Namespace) -> None:
                                         'build_summary.json)' if failed else ''))
 
 
+def _data_subset(args: argparse.Namespace) -> None:
+  from jaxfold.data import subset  # pylint: disable=import-outside-toplevel
+  options = subset.Options(
+      keep_list=args.keep_list, exclude_list=args.exclude_list,
+      exclude_classes=tuple(subset.parse_class_limit(text) for text in args.exclude_class),
+      fraction=args.fraction, count=args.count, seed=args.seed, validation=args.validation,
+      validation_split=args.validation_split, max_identity=args.max_identity,
+      drop_leaking=args.drop_leaking)
+  progress = _Progress(args.quiet)
+  progress(f'choosing chains of split {args.split} of {args.data}')
+  record = subset.write_subset(args.data, args.output, options, split=args.split)
+  for line in subset.summary(record):
+    progress(line)
+
+
 def _parity(args: argparse.Namespace) -> int:
   try:
     from jaxfold.parity import alphafold_model  # pylint: disable=import-outside-toplevel
@@ -377,6 +392,14 @@ def _parity_openfold(args: argparse.Namespace) -> int:
     state_dict, _ = read_openfold(args.checkpoint)
   result = openfold_fixture.compare(args.fixture, state_dict, live=args.live, progress=progress)
   return _print_comparison(result, args.report)
+
+
+def _analyze_trajectory(args: argparse.Namespace) -> None:
+  from jaxfold.analysis import report  # pylint: disable=import-outside-toplevel
+  progress = _Progress(args.quiet)
+  progress(f'measuring the kept structures of {args.workdir}')
+  written = report.analyze(args.workdir, args.output, quiet=args.quiet)
+  progress(f'wrote {len(written)} files to {os.path.dirname(written[0])}')
 
 
 def _check_parent(path: str | None) -> None:
@@ -559,6 +582,47 @@ def build_parser() -> argparse.ArgumentParser:
                                                  '(YYYY-MM-DD); a chain\'s own date applies too')
   build.add_argument('--num-shards', type=int, help='ArrayRecord shards (default: by size)')
   build.set_defaults(run=_data_build)
+  subset = data_commands.add_parser(
+      'subset', help='a reduced copy of a built training set, with a leakage report',
+      description='Copies the records of some chains of one split of a built set (`jaxfold '
+                  'data build`) into a new set that `jaxfold train --data` reads. Chains leave '
+                  'in this order: by --keep-list / --exclude-list, by the secondary structure '
+                  'of their ground truth (--exclude-class), by a random draw (--fraction or '
+                  '--count, from --seed), and with --drop-leaking by sequence identity to a '
+                  'validation set. subset.json in the new dataset directory records every '
+                  'option, the chains kept, each chain left out with its reason and the '
+                  'leakage report.')
+  subset.add_argument('--data', required=True,
+                      help='built dataset directory (or the --output of `jaxfold data build`)')
+  subset.add_argument('--output', required=True,
+                      help='new tfds data_dir (must not exist); the dataset is written to '
+                           'OUTPUT/chain_features/<version>/')
+  subset.add_argument('--split', default='train', help='split read and written (default train)')
+  subset.add_argument('--keep-list', help='file of chain IDs (1abc_A) or PDB IDs (1abc, all its '
+                                          'chains), one per line, # comments: keep only these')
+  subset.add_argument('--exclude-list', help='file of chain or PDB IDs as --keep-list: leave '
+                                             'these out')
+  subset.add_argument('--exclude-class', action='append', default=[], metavar='CLASS:FRACTION',
+                      help='leave out chains whose ground truth has at least FRACTION of its '
+                           'assigned residues in CLASS (helix, strand or coil; P-SEA on Cα); '
+                           'repeatable')
+  size = subset.add_mutually_exclusive_group()
+  size.add_argument('--fraction', type=float, help='keep a random fraction (0, 1] of the chains '
+                                                   'left, rounded to the nearest chain')
+  size.add_argument('--count', type=int, help='keep a random N of the chains left')
+  subset.add_argument('--seed', type=int, default=0, help='seed of the random draw (default 0)')
+  subset.add_argument('--validation', help='validation set, a built dataset or a FASTA file: '
+                                           'report each validation chain\'s highest sequence '
+                                           'identity to the chosen chains')
+  subset.add_argument('--validation-split',
+                      help='split of a --validation dataset (default: validation, or its only '
+                           'split)')
+  subset.add_argument('--max-identity', type=float, default=0.4,
+                      help='flag identities above this (default 0.4: identical aligned pairs '
+                           'over the shorter length; global BLOSUM62 alignment)')
+  subset.add_argument('--drop-leaking', action='store_true',
+                      help='leave out chosen chains above --max-identity to a validation chain')
+  subset.set_defaults(run=_data_subset)
 
   parity = commands.add_parser('parity', help='measure agreement with a reference model')
   references = parity.add_subparsers(dest='reference', required=True)
@@ -612,6 +676,18 @@ def build_parser() -> argparse.ArgumentParser:
                              'jaxfold\'s own forward pass')
   openfold.add_argument('--report', help='write every row with its numbers to this JSON file')
   openfold.set_defaults(run=_parity_openfold)
+
+  analyze = commands.add_parser('analyze', help='study a training run')
+  analyses = analyze.add_subparsers(dest='analysis', required=True)
+  trajectory = analyses.add_parser(
+      'trajectory', help='measure the structures a run kept at every validation step against '
+                         'their truth (accuracy, shape, secondary structure, contacts): a '
+                         'table and figures; a run still training is read as far as it got')
+  trajectory.add_argument('--workdir', required=True,
+                          help='the run\'s workdir (predictions/<chain>/step_*.pdb, truth.pdb)')
+  trajectory.add_argument('--output', help='folder for trajectory.csv/.json and the figures '
+                                           '(default: <workdir>/analysis)')
+  trajectory.set_defaults(run=_analyze_trajectory)
   return parser
 
 

@@ -147,14 +147,15 @@ def test_installed_console_script_prints_help():
                         check=False)
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith('usage: jaxfold')
-  for command in ('convert', 'predict', 'data', 'parity'):
+  for command in ('convert', 'predict', 'data', 'parity', 'analyze'):
     assert command in done.stdout
 
 
 @pytest.mark.parametrize('argv', [['--help'], ['convert', '--help'], ['predict', '--help'],
                                   ['data', '--help'], ['data', 'features', '--help'],
-                                  ['data', 'build', '--help'], ['parity', '--help'],
-                                  ['parity', 'alphafold', '--help']])
+                                  ['data', 'build', '--help'], ['data', 'subset', '--help'],
+                                  ['parity', '--help'], ['parity', 'alphafold', '--help'],
+                                  ['analyze', '--help'], ['analyze', 'trajectory', '--help']])
 def test_every_help_exits_zero(argv, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(argv)

@@ -7,6 +7,7 @@ training step (~2-3 minutes on 2 cores); the others start in about a minute. The
 test (three runs) is in the slow tier; the fast tier runs the uninterrupted run and its checks.
 """
 
+import csv
 import json
 import os
 import pathlib
@@ -27,6 +28,7 @@ from jaxfold.train import checkpoints, summaries
 
 TINY = str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'train' / 'tiny.py')
 STEPS = 8
+VALIDATE_EVERY = 2  # the uninterrupted run's: a trajectory of kept structures to analyse
 
 
 @pytest.fixture(scope='module')
@@ -46,18 +48,19 @@ def environment(tmp_path_factory):
   return env
 
 
-def _command(workdir, dataset, validate):
-  """The run; validation (only at the end) reads nothing the training state depends on, so
-  the interrupted runs leave it out and compile less."""
-  validation = ['--set', f'validation.data={dataset}', '--set', f'validation.every={STEPS}',
+def _command(workdir, dataset, validate, validate_every=STEPS):
+  """The run; validation reads nothing the training state depends on, so the interrupted
+  runs leave it out and compile less (and must still equal the uninterrupted run)."""
+  validation = ['--set', f'validation.data={dataset}',
+                '--set', f'validation.every={validate_every}',
                 '--set', 'validation.max_chains=1'] if validate else []
   return [sys.executable, '-m', 'jaxfold.cli', 'train', '--config', TINY, '--workdir',
           str(workdir), '--data', dataset, '--steps', str(STEPS), '--checkpoint-every', '2',
           *validation]
 
 
-def _train(workdir, dataset, environment, validate=True):
-  done = subprocess.run(_command(workdir, dataset, validate), env=environment,
+def _train(workdir, dataset, environment, validate=True, validate_every=STEPS):
+  done = subprocess.run(_command(workdir, dataset, validate, validate_every), env=environment,
                         capture_output=True, text=True, timeout=1500, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   return done
@@ -85,7 +88,7 @@ def _interrupt(workdir, dataset, environment, sig, after_step):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, dataset, environment):
   workdir = tmp_path_factory.mktemp('run') / 'uninterrupted'
-  _train(workdir, dataset, environment)
+  _train(workdir, dataset, environment, validate_every=VALIDATE_EVERY)
   return workdir
 
 
@@ -114,12 +117,15 @@ def test_a_run_leaves_checkpoints_summaries_curves_and_structures(uninterrupted)
     assert all(np.isfinite(line[key]) for line in lines), key
   assert lines[-1]['loss'] < lines[0]['loss']  # six steps on two chains already learn
   scores = summaries.read_metrics(uninterrupted / 'metrics.jsonl', 'validation')
-  assert scores['lddt_ca'][0].tolist() == [STEPS] and 0 < scores['lddt_ca'][1, 0] < 1
+  validated = list(range(VALIDATE_EVERY, STEPS + 1, VALIDATE_EVERY))
+  assert scores['lddt_ca'][0].tolist() == validated and np.all(0 < scores['lddt_ca'][1])
+  assert np.all(scores['lddt_ca'][1] < 1)
   assert list((uninterrupted / 'tensorboard').glob('events.out.tfevents.*'))
   assert (uninterrupted / 'loss_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   kept = list((uninterrupted / 'predictions').iterdir())
   assert len(kept) == 1
-  assert sorted(p.name for p in kept[0].iterdir()) == [f'step_{STEPS:08d}.pdb', 'truth.pdb']
+  assert sorted(p.name for p in kept[0].iterdir()) == [
+      *(f'step_{step:08d}.pdb' for step in validated), 'truth.pdb']
 
 
 @pytest.mark.slow  # three more runs (~5-7 min on 2 cores); -m slow runs it
@@ -222,7 +228,8 @@ def test_a_rerun_with_another_config_or_bad_input_fails_with_one_line(uninterrup
     return lines[0]
 
   common = ['--data', dataset, '--steps', str(STEPS), '--checkpoint-every', '2',
-            '--set', f'validation.data={dataset}', '--set', f'validation.every={STEPS}',
+            '--set', f'validation.data={dataset}',
+            '--set', f'validation.every={VALIDATE_EVERY}',
             '--set', 'validation.max_chains=1']
   assert 'another config (optimizer differ)' in error(
       '--workdir', str(uninterrupted), *common, '--set', 'optimizer.learning_rate=0.5')
@@ -233,3 +240,19 @@ def test_a_rerun_with_another_config_or_bad_input_fails_with_one_line(uninterrup
   assert 'no such file or directory (--init)' in error(
       '--workdir', str(tmp_path / 'w'), '--data', dataset, '--init', str(tmp_path / 'x.npz'))
   assert not (tmp_path / 'w').exists()
+
+
+def test_analyze_trajectory_of_the_run_agrees_with_its_validation(uninterrupted, tmp_path):
+  assert cli.main(['--quiet', 'analyze', 'trajectory', '--workdir', str(uninterrupted),
+                   '--output', str(tmp_path)]) == 0
+  (chain,) = (p.name for p in (uninterrupted / 'predictions').iterdir())
+  with open(tmp_path / 'trajectory.csv', newline='') as f:
+    rows = [row for row in csv.DictReader(f) if row['chain'] == chain]
+  table = {(row['measure'], int(row['step'])): float(row['value']) for row in rows}
+  steps, lddt = summaries.read_metrics(uninterrupted / 'metrics.jsonl', 'validation')['lddt_ca']
+  assert sorted({step for _, step in table}) == steps.tolist()
+  # The kept PDB files (3 decimals) score as validation scored the model's own coordinates.
+  np.testing.assert_allclose([table['lddt_ca', step] for step in steps.astype(int)], lddt,
+                             atol=2e-3)
+  for name in ('accuracy', 'dimensions', 'secondary_structure', 'contacts'):
+    assert (tmp_path / f'{name}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

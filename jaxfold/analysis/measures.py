@@ -1,14 +1,21 @@
 """Measures of one predicted structure against its truth, for following a training run: the
-shape of the prediction (how much of its spread lies along each principal axis) and its
-contacts by sequence separation. Plain numpy on coordinates; masks select the residues.
+shape of the prediction (how much of its spread lies along each principal axis), its
+secondary structure, its TM-score and its contacts by sequence separation. Numpy on
+coordinates; masks select the residues.
 
 The shape measures follow the OpenFold paper's trajectory study (Ahdritz et al., 2024), where
 early predictions collapse onto a line, then a plane, before filling three dimensions.
+
+Secondary structure is assigned by `jaxfold.common.secondary_structure` (P-SEA, on Cα).
+TM-score is TM-align's (Zhang & Skolnick, 2005) through `tmtools`.
 """
 
 from collections.abc import Mapping
 
 import numpy as np
+import tmtools
+
+from jaxfold.common.secondary_structure import SECONDARY_STRUCTURE
 
 # Sequence separations |i - j| of the CASP contact categories; None: no upper bound.
 CONTACT_RANGES: Mapping[str, tuple[int, int | None]] = {
@@ -84,3 +91,30 @@ def contact_precision(predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray
     precision[name] = (float(np.sum(called & real) / np.sum(called)) if called.any()
                        else float('nan'))
   return precision
+
+
+def secondary_structure_scores(predicted: np.ndarray, truth: np.ndarray
+                               ) -> dict[str, dict[str, float]]:
+  """{'recall'|'precision': {class: value}} of predicted classes against the truth's, over the
+  residues assigned in both; NaN where a class is absent from the truth (recall) or the
+  prediction (precision)."""
+  both = (predicted != '') & (truth != '')
+  predicted, truth = predicted[both], truth[both]
+  scores = {'recall': {}, 'precision': {}}
+  for name in SECONDARY_STRUCTURE.values():
+    right = np.sum((predicted == name) & (truth == name))
+    for kind, called in (('recall', truth == name), ('precision', predicted == name)):
+      scores[kind][name] = float(right / called.sum()) if called.any() else float('nan')
+  return scores
+
+
+def tm_score(predicted: np.ndarray, truth: np.ndarray, sequence: str) -> float:
+  """TM-align's TM-score of predicted Cα [N, 3] against the truth's [N, 3] (same residues,
+  e.g. those resolved in the truth), normalised by the truth's length."""
+  predicted, truth = np.asarray(predicted, np.float64), np.asarray(truth, np.float64)
+  if predicted.shape != truth.shape or len(sequence) != len(truth):
+    raise ValueError(f'predicted {predicted.shape}, truth {truth.shape} and a sequence of '
+                     f'{len(sequence)} residues must match')
+  if len(truth) < 3:
+    raise ValueError(f'a TM-score needs at least 3 residues, got {len(truth)}')
+  return float(tmtools.tm_align(predicted, truth, sequence, sequence).tm_norm_chain2)
