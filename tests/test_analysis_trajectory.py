@@ -7,6 +7,7 @@ value, and bad workdirs."""
 import csv
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -57,6 +58,10 @@ def test_a_structure_scores_tm_1_and_its_classes_against_itself(shared_dir):
   assert scores['recall'] == {'helix': 0.0, 'strand': 0.0, 'coil': 1.0}
   assert scores['precision']['coil'] == pytest.approx(np.mean(classes[classes != ''] == 'coil'))
   assert math.isnan(scores['precision']['helix'])
+  # A prediction collapsed onto one point (early in training) is all coil, silently.
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    assert set(secondary_structure.assign(np.zeros((10, 3)), np.arange(10))) == {'coil'}
 
 
 def test_first_step_reaching_90_percent_of_final():

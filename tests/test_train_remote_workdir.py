@@ -1,6 +1,7 @@
 """A gs:// workdir: the run files jaxfold writes itself (config check, metrics log, loss curves,
-atomic files) go through etils.epath, which is pointed here at a local folder standing in for
-the bucket. Object storage cannot append or rename, so the metrics log is uploaded whole.
+atomic files) and `jaxfold analyze trajectory`'s reading of the kept structures go through
+etils.epath, which is pointed here at a local folder standing in for the bucket. Object
+storage cannot append or rename, so the metrics log is uploaded whole.
 
 What this cannot show without Cloud Storage: orbax's own gs:// checkpoints (tensorstore's GCS
 driver) and tensorboardX's GCS event writer, which are those libraries' code paths.
@@ -16,7 +17,7 @@ from etils import epath
 from etils.epath import testing as epath_testing
 
 from jaxfold import cli
-from jaxfold.common import atomic_file
+from jaxfold.common import atomic_file, protein
 from jaxfold.common.atomic_file import atomic_write, is_remote, run_path
 from jaxfold.train import config as config_lib, loop, summaries
 
@@ -131,3 +132,19 @@ def test_a_gs_workdir_without_its_package_is_one_line(monkeypatch, tmp_path, cap
   assert error == (f'jaxfold: error: {BUCKET}/run: object storage needs the '
                    "jaxfold_no_such_package package (for gs://: pip install 'jaxfold[tpu]')")
   assert not list(tmp_path.iterdir())
+
+
+def test_analyze_trajectory_reads_and_writes_the_bucket(bucket, shared_dir):
+  root, _ = bucket
+  truth = protein.from_mmcif_string((shared_dir / 'data' / 'mmcif' / '2q2k.cif').read_text(), 'A')
+  folder = root / 'run' / 'predictions' / '2q2k_A'
+  folder.mkdir(parents=True)
+  for name in ('truth.pdb', 'step_00000001.pdb', 'step_00000002.pdb'):
+    (folder / name).write_text(protein.to_pdb(truth))
+  assert cli.main(['--quiet', 'analyze', 'trajectory', '--workdir', f'{BUCKET}/run']) == 0
+  written = root / 'run' / 'analysis'
+  assert sorted(p.name for p in written.iterdir()) == [
+      'accuracy.png', 'contacts.png', 'dimensions.png', 'secondary_structure.png',
+      'trajectory.csv', 'trajectory.json']
+  summary = json.loads((written / 'trajectory.json').read_text())
+  assert summary['workdir'] == f'{BUCKET}/run' and summary['chains'] == {'2q2k_A': [1, 2]}

@@ -30,6 +30,10 @@ FIGURES: Mapping[str, tuple[str, Sequence[tuple[str, str]]]] = {
         ('contact_precision_long', 'long (≥24)'))),
 }
 _MARKED = frozenset({'lddt_ca', 'gdt_ts', 'tm_score', 'rmsd_ca'})
+# Scores between 0 and 1 are drawn on that whole range, so that flat lines read as such.
+_UNIT = frozenset({'lddt_ca', 'gdt_ts', 'tm_score', 'helix_recall', 'strand_recall',
+                   'coil_recall', 'contact_precision_short', 'contact_precision_medium',
+                   'contact_precision_long'})
 
 
 def _panel(axis, by_chain: Series, measure: str, title: str,
@@ -45,6 +49,8 @@ def _panel(axis, by_chain: Series, measure: str, title: str,
     if measure in _MARKED and step is not None:
       axis.axvline(step, color=colour, linestyle=':', linewidth=1)
   axis.set_xscale('log')
+  if measure in _UNIT:
+    axis.set_ylim(-0.03, 1.03)
   axis.set_title(title)
   axis.set_xlabel('training step')
   axis.grid(True, which='both', alpha=0.3)

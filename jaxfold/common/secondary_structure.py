@@ -35,7 +35,9 @@ def assign(ca: np.ndarray, residue_index: np.ndarray,
   atoms.element[:] = 'C'
   atoms.res_name[:] = 'ALA'  # P-SEA reads geometry only; any amino acid name will do
   atoms.chain_id[:] = 'A'
-  letters = biotite.structure.annotate_sse(atoms)
+  # Coincident Cα (a collapsed early prediction) have no angles: NaN, which P-SEA calls coil.
+  with np.errstate(invalid='ignore', divide='ignore'):
+    letters = biotite.structure.annotate_sse(atoms)
   classes[keep] = [SECONDARY_STRUCTURE[letter] for letter in letters]
   return classes
 
