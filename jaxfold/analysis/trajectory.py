@@ -172,14 +172,12 @@ def _step_measures(predicted: protein.Protein, truth: _Truth) -> dict[str, float
   return row
 
 
-def measure_chain(chain: KeptChain, steps: Sequence[int] | None = None
-                  ) -> Iterator[list[dict[str, object]]]:
-  """The rows {chain, step, measure, value} of every measure at each step (default: every
-  kept step), a list per step."""
+def measure_chain(chain: KeptChain) -> Iterator[list[dict[str, object]]]:
+  """The rows {chain, step, measure, value} of every measure at each kept step, a list per
+  step."""
   truth_structure = _read_structure(chain.truth)
   truth, truth_row = None, None
-  for step in chain.steps if steps is None else steps:
-    path = chain.steps[step]
+  for step, path in chain.steps.items():
     predicted = _read_structure(path)
     if truth is None:
       truth = _laid_out(truth_structure, predicted, chain.truth)
