@@ -28,7 +28,6 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
-import jax
 import numpy as np
 from etils import epath
 
@@ -111,6 +110,19 @@ class _Truth:
   def classes(self) -> np.ndarray:
     return secondary_structure.assign(self.ca, self.residue_index, self.resolved)
 
+  @functools.cached_property
+  def labels(self) -> dict[str, np.ndarray]:  # as `validation.structure_scores` reads them
+    return {'all_atom_positions': self.atom_positions.astype(np.float32),
+            'all_atom_mask': self.atom_mask.astype(np.float32)}
+
+  @functools.cached_property
+  def sequence(self) -> str:  # of the resolved residues
+    return ''.join(rc.restypes_with_x[kind] for kind in self.aatype[self.resolved])
+
+  @functools.cached_property
+  def pseudo_beta(self) -> tuple[np.ndarray, np.ndarray]:  # [N, 3] Cβ (Cα for Gly), [N] mask
+    return transforms.pseudo_beta(self.aatype, self.atom_positions, self.atom_mask)
+
 
 def _laid_out(truth: protein.Protein, predicted: protein.Protein, path: epath.Path) -> _Truth:
   """The truth's residues matched to the prediction's by residue number and type."""
@@ -129,9 +141,6 @@ def _laid_out(truth: protein.Protein, predicted: protein.Protein, path: epath.Pa
   return _Truth(predicted.residue_index, predicted.aatype, positions, mask)
 
 
-_structure_scores = jax.jit(validation.structure_scores)
-
-
 def _truth_measures(truth: _Truth) -> dict[str, float]:
   fractions = measures.variance_fractions(truth.ca, truth.resolved)
   return {**{f'truth_{name}': float(value) for name, value in zip(SHAPE, fractions)},
@@ -143,12 +152,10 @@ def _truth_measures(truth: _Truth) -> dict[str, float]:
 def _step_measures(predicted: protein.Protein, truth: _Truth) -> dict[str, float]:
   ca = predicted.atom_positions[:, rc.atom_order['CA']]
   resolved = truth.resolved
-  scores = _structure_scores(predicted.atom_positions.astype(np.float32),
-                             {'all_atom_positions': truth.atom_positions.astype(np.float32),
-                              'all_atom_mask': truth.atom_mask.astype(np.float32)})
-  sequence = ''.join(rc.restypes_with_x[kind] for kind in truth.aatype[resolved])
+  scores = validation.structure_scores(predicted.atom_positions.astype(np.float32),
+                                       truth.labels)  # chain_metrics is jitted
   row = {name: float(value) for name, value in scores.items()}
-  row['tm_score'] = measures.tm_score(ca[resolved], truth.ca[resolved], sequence)
+  row['tm_score'] = measures.tm_score(ca[resolved], truth.ca[resolved], truth.sequence)
   row['mean_plddt'] = float(np.mean(predicted.b_factors[resolved, rc.atom_order['CA']]))
 
   fractions = measures.variance_fractions(ca, resolved)
@@ -164,8 +171,7 @@ def _step_measures(predicted: protein.Protein, truth: _Truth) -> dict[str, float
 
   predicted_cb, _ = transforms.pseudo_beta(predicted.aatype, predicted.atom_positions,
                                            predicted.atom_mask)
-  true_cb, true_cb_mask = transforms.pseudo_beta(truth.aatype, truth.atom_positions,
-                                                 truth.atom_mask)
+  true_cb, true_cb_mask = truth.pseudo_beta
   precision = measures.contact_precision(predicted_cb, true_cb, true_cb_mask,
                                          truth.residue_index)
   row.update({f'contact_precision_{name}': value for name, value in precision.items()})

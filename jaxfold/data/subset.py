@@ -227,22 +227,21 @@ def read_validation(path: str | os.PathLike,
 
 
 def _select(data: pathlib.Path, split: str, options: Options, source: Sequence[Any],
-            chain_ids: Sequence[str]) -> dict[str, Any]:
+            record_of: Mapping[str, int]) -> dict[str, Any]:
   """subset.json without its output path: the chains chosen, and why the others left.
 
-  source, chain_ids: the split's records and their chain IDs, in record order.
+  source, record_of: the split's records, and each chain's record index.
   """
-  record_of = {c: i for i, c in enumerate(chain_ids)}
   if options.validation is not None:  # read first: a bad file fails before the long steps
     validation, validation_split = read_validation(options.validation, options.validation_split)
   left_out, unmatched = {}, {}
-  remaining = set(chain_ids)
+  remaining = set(record_of)
   for name, path, keep in (('keep_list', options.keep_list, True),
                            ('exclude_list', options.exclude_list, False)):
     if path is None:
       continue
     ids = read_id_list(path)
-    matched, unmatched[name] = match_ids(ids, chain_ids)
+    matched, unmatched[name] = match_ids(ids, list(record_of))
     if unmatched[name]:
       logging.warning('%s: %d of its %d IDs match no chain of %s, e.g. %s', path,
                       len(unmatched[name]), len(ids), data, unmatched[name][:5])
@@ -286,7 +285,7 @@ def _select(data: pathlib.Path, split: str, options: Options, source: Sequence[A
     raise ValueError(f'{data}: no chain of split {split!r} is left '
                      f'({dict(collections.Counter(v["reason"] for v in left_out.values()))})')
   return {'source': str(data.resolve()), 'split': split, 'options': dataclasses.asdict(options),
-          'num_source_chains': len(chain_ids), 'chains': chosen,
+          'num_source_chains': len(record_of), 'chains': chosen,
           'left_out': dict(sorted(left_out.items())), 'class_fractions': fractions,
           'unmatched_ids': unmatched, 'leakage': report}
 
@@ -312,8 +311,8 @@ def write_subset(data: str | os.PathLike, output: str | os.PathLike, options: Op
   data = find_dataset(data)
   source = dataset_builder.load_data_source(data, split)
   chain_ids, _ = dataset_builder.record_chains(data, split)
-  record = _select(data, split, options, source, chain_ids)
   record_of = {c: i for i, c in enumerate(chain_ids)}
+  record = _select(data, split, options, source, record_of)
   building = pathlib.Path(tempfile.mkdtemp(dir=output.resolve().parent,
                                            prefix=f'.{output.name}.partial-'))
   try:
