@@ -430,11 +430,16 @@ def test_parity_alphafold_writes_table_and_report(batch_npz, tmp_path, capsys,
   rows = document['rows']
   names = [row['name'] for row in rows]
   assert 'end to end/final_atom_positions' in names and 'end to end/ptm' in names
+  assert 'teacher-forced/iteration 1/representations/pair' in names
+  assert [b['iteration'] for b in document['recycling']['free_running']] == [1]
   for row in rows:
     assert {'max_abs_diff', 'max_abs_ref', 'relative', 'tolerance', 'measure',
             'passed'} <= row.keys(), row
     assert row['passed'] is True, row
-    assert 0 <= row['max_abs_diff'] and 0 < row['tolerance']
+    assert 0 <= row['max_abs_diff']
+    # Judged rows have a tolerance; AlphaFold against itself is measured only.
+    assert (row['tolerance'] is None) == row['name'].startswith('AlphaFold against itself')
+    assert row['tolerance'] is None or 0 < row['tolerance']
     assert row['name'] in out  # every reported row is in the printed table
   assert f'{len(rows)}/{len(rows)} rows within tolerance' in out
   assert f'report: {report}' in out

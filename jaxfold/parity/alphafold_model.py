@@ -1,14 +1,19 @@
-"""jaxfold's whole model against AlphaFold's, module by module and end to end.
+"""jaxfold's whole model against AlphaFold's, module by module, iteration by iteration and end
+to end.
 
 `compare` runs the live reference (DeepMind's code as packaged by `alphafold-colabfold`, see
 `alphafold_reference`) and jaxfold on the same weights and processed features, and measures:
-- each module teacher-forced: fed the inputs the reference's module received in the last
-  recycling iteration (recorded with Haiku method interception), its output against the
-  reference's; the tolerance is DESIGN.md's 1e-5 relative, except where noted;
-- the whole model end to end after the same recycling iterations.
+- each module fed the inputs the reference's module received in the last recycling iteration
+  (recorded with Haiku method interception), its output against the reference's; DESIGN.md's
+  1e-5 relative, except where noted;
+- each recycling iteration teacher-forced, and the free-running models end to end, judged with
+  the recycled-bin flip detector (`recycling`: why and how);
+- AlphaFold against itself with another op order: the envelope the free-running rows are read
+  against, measured.
 Needs the test extra (haiku, alphafold-colabfold); jaxfold imports it only when called.
 """
 
+import copy
 import functools
 import os
 import pathlib
@@ -26,20 +31,16 @@ from jaxfold.model import confidence, config as model_config, evoformer, heads, 
 from jaxfold.model.alphafold import AlphaFold
 from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.template_embedding import TEMPLATE_PAIR_FEATURES, TemplateEmbedding
-from jaxfold.model.trunk import EmbeddingsAndEvoformer
-from jaxfold.parity.agreement import ALPHAFOLD_MODULE_TOLERANCE, Comparison, Row, rows
+from jaxfold.parity import recycling
+from jaxfold.parity.agreement import Comparison, Row, rows
 from jaxfold.parity.alphafold_reference import (config_from_reference, reference_config,
                                                 reference_params)
+from jaxfold.parity.recycling import STRUCTURE_MODULE_TOLERANCE
 
-MODULE_TOLERANCE = ALPHAFOLD_MODULE_TOLERANCE
-# The structure module's eight shared-weight iterations amplify float32 rounding of the
-# frames; parity/test_structure_module.py shows float64 agreement at 1e-9 (a rounding
-# effect, not a definitional difference).
-STRUCTURE_MODULE_TOLERANCE = 5e-4
-# End to end (issue #3): representations relative, geometry and confidence absolute.
-END_TO_END = {'representations': ('relative', 1e-4), 'final_atom_positions': ('absolute', 0.01),
-              'plddt': ('absolute', 0.01), 'predicted_aligned_error': ('absolute', 0.01),
-              'ptm': ('absolute', 1e-3)}
+# AlphaFold's inference default: attention and transitions in chunks of 4 rows, other kernels
+# than the single chunk of the comparison's main reference run.
+ENVELOPE_SUBBATCH_SIZE = 4
+ENVELOPE_ROWS = 'AlphaFold against itself (subbatch 4)'
 QUERY73_FEATURES = 'data/features/alphafold_feature_dict.pickle'
 
 
@@ -94,12 +95,18 @@ def _record(store: dict, name: str, value: Any, keep: str = 'first') -> None:
   jax.debug.callback(save, value, ordered=True)
 
 
-def _reference_interceptor(store: dict):
+def _reference_interceptor(store: dict, modules: bool):
+  """Records the recycled distogram AlphaFold embeds ('recycled_dgram', the input of its
+  `prev_pos_linear`) and, with `modules`, the calls `module_rows` feeds jaxfold."""
   from alphafold.model import modules as af  # pylint: disable=import-outside-toplevel
 
   def interceptor(next_f, args, kwargs, context):
     out = next_f(*args, **kwargs)
     if context.method_name != '__call__':
+      return out
+    if context.module.module_name.endswith('/prev_pos_linear'):
+      _record(store, 'recycled_dgram', args[0])
+    if not modules:
       return out
     if isinstance(context.module, af.EvoformerIteration):
       call = {'activations': kwargs['activations'], 'masks': kwargs['masks'], 'out': out}
@@ -119,7 +126,7 @@ def _reference_interceptor(store: dict):
   return interceptor
 
 
-def _reference_fn(af_config, record: dict | None):
+def _reference_fn(af_config, record: dict | None, modules: bool = True):
   from alphafold.model import modules as af  # pylint: disable=import-outside-toplevel
   import haiku as hk  # pylint: disable=import-outside-toplevel
 
@@ -127,7 +134,7 @@ def _reference_fn(af_config, record: dict | None):
     model = af.AlphaFold(af_config.model)
     if record is None:
       return model({**batch, 'prev': prev}, is_training=False, return_representations=True)
-    with hk.experimental.intercept_methods(_reference_interceptor(record)):
+    with hk.experimental.intercept_methods(_reference_interceptor(record, modules)):
       return model({**batch, 'prev': prev}, is_training=False, return_representations=True)
   return fn
 
@@ -148,26 +155,35 @@ def perturbed_weights(af_config, batch: Mapping[str, np.ndarray], seed: int = 0
   return reference_params(_reference_fn(af_config, None), probe, seed, from_shapes=True)
 
 
-def run_reference(af_config, haiku_params, batch, num_recycle: int) -> tuple[dict, dict, dict]:
-  """(outputs, recorded module calls, inputs) of AlphaFold's last recycling iteration.
+def run_reference(af_config, haiku_params, batch, num_recycle: int, *, modules: bool = True,
+                  nudge: Callable[[int, dict], dict] | None = None) -> list[dict[str, Any]]:
+  """AlphaFold free running, one record per iteration (ColabFold's model runs one per call).
 
-  inputs: the last iteration's batch slice (ensemble axis kept) and its 'prev'.
+  Each record holds 'batch' (the iteration's slice, ensemble axis kept), 'prev' (the recycled
+  inputs it received), 'dgram' (the recycled distogram it embedded) and 'out' (its outputs,
+  as numpy); with `modules` the last one also 'modules', the module calls `module_rows`
+  feeds jaxfold. `nudge(iteration, prev) -> prev` changes what an iteration receives: a
+  test's way to move a recycled distance across a bin edge, as another machine's rounding may.
   """
   import haiku as hk  # pylint: disable=import-outside-toplevel
   record: dict = {}
-  apply = jax.jit(hk.transform(_reference_fn(af_config, record)).apply)
+  apply = jax.jit(hk.transform(_reference_fn(af_config, record, modules)).apply)
   prev = _zero_prev(batch['aatype'].shape[1], af_config)
   slices = batch['aatype'].shape[0]
+  iterations = []
   for r in range(num_recycle + 1):
     record.clear()
+    if nudge is not None and r > 0:
+      prev = nudge(r, prev)
     # Iteration r reads slice r (resample_msa_in_recycling); past the end, the last one.
     sliced = {k: v[min(r, slices - 1)][None] for k, v in batch.items()}
-    last_prev = prev
-    out = apply(haiku_params, jax.random.key(0), sliced, prev)
-    prev = out['prev']
-    # The recording callbacks run asynchronously: let them finish before the next clear.
+    out = jax.tree.map(np.asarray, apply(haiku_params, jax.random.key(0), sliced, prev))
+    # The recording callbacks run asynchronously: let them finish.
     jax.effects_barrier()
-  return jax.tree.map(np.asarray, out), dict(record), {'batch': sliced, 'prev': last_prev}
+    iterations.append({'batch': sliced, 'prev': prev, 'dgram': record.pop('recycled_dgram'),
+                       'out': out, **({'modules': dict(record)} if r == num_recycle else {})})
+    prev = out['prev']
+  return iterations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,24 +198,17 @@ def _apply(module: nn.Module, params: Any, *args) -> Any:
   return jax.tree.map(np.asarray, jax.jit(module.apply)({'params': params}, *args))
 
 
-def module_rows(cfg: model_config.ModelConfig, tree: Mapping[str, Any], ref: Mapping[str, Any],
-                record: Mapping[str, Any], inputs: Mapping[str, Any],
+def module_rows(cfg: model_config.ModelConfig, tree: Mapping[str, Any], last: Mapping[str, Any],
                 progress: Callable[[str], None] = lambda _: None) -> list[Row]:
-  """Each module of jaxfold fed the reference's recorded inputs (last recycling iteration)."""
+  """Each module of jaxfold fed the reference's recorded inputs of its last iteration (a
+  `run_reference` record). The whole iteration fed them is `recycling.teacher_forced`'s."""
   evo_cfg, head_cfg = cfg.embeddings_and_evoformer, cfg.heads
   iteration = tree['alphafold_iteration']
   evo_params = iteration['evoformer']
-  member = {**{k: v[0] for k, v in inputs['batch'].items()}, **inputs['prev']}
+  ref, record = last['out'], last['modules']
+  member = {**{k: v[0] for k, v in last['batch'].items()}, **last['prev']}
   reps = ref['representations']
   table: list[Row] = []
-
-  progress('module: embeddings and Evoformer (trunk)')
-  trunk = EmbeddingsAndEvoformer(evo_cfg)
-  ours = _apply(trunk, evo_params, member)
-  table += rows('evoformer (trunk, fed the reference batch)',
-                {k: ours[k] for k in ('msa_first_row', 'pair', 'single')},
-                {k: reps[k] for k in ('msa_first_row', 'pair', 'single')}, END_TO_END[
-                    'representations'][1])
 
   if 'template_embedding' in record:
     progress('module: template embedding')
@@ -261,23 +270,6 @@ def module_rows(cfg: model_config.ModelConfig, tree: Mapping[str, Any], ref: Map
   return table
 
 
-def end_to_end_rows(ours: Mapping[str, Any], ref: Mapping[str, Any]) -> list[Row]:
-  """The whole model after all recycling iterations, with issue #3's tolerances."""
-  measure, tol = END_TO_END['representations']
-  table = rows('end to end/representations', {k: ours['representations'][k] for k in
-                                              ('msa_first_row', 'pair', 'single')},
-               {k: ref['representations'][k] for k in ('msa_first_row', 'pair', 'single')},
-               tol, measure)
-  table += rows('end to end/final_atom_positions', ours['structure_module']['final_atom_positions'],
-                ref['structure_module']['final_atom_positions'],
-                END_TO_END['final_atom_positions'][1], 'absolute')
-  for name in ('plddt', 'predicted_aligned_error', 'ptm'):
-    if name in ref:
-      measure, tol = END_TO_END[name]
-      table += rows(f'end to end/{name}', ours['confidence'][name], ref[name], tol, measure)
-  return table
-
-
 def run_jaxfold(config: model_config.ModelConfig, tree: Mapping[str, Any],
                 batch: Mapping[str, np.ndarray], num_recycle: int,
                 global_config: GlobalConfig = GlobalConfig()) -> dict[str, Any]:
@@ -308,7 +300,10 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
             batch: Mapping[str, np.ndarray] | None = None,
             max_msa_clusters: int | None = None, max_extra_msa: int | None = None,
             config: model_config.AlphaFoldConfig | None = None, seed: int = 0,
-            bfloat16: bool = False, progress: Callable[[str], None] = lambda _: None) -> Comparison:
+            bfloat16: bool = False, envelope: bool = True,
+            tree: Mapping[str, Any] | None = None,
+            nudge: Callable[[int, dict], dict] | None = None,
+            progress: Callable[[str], None] = lambda _: None) -> Comparison:
   """Runs the reference and jaxfold side by side and measures every row.
 
   Args:
@@ -324,7 +319,16 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
     seed: the random weights' and the feature processing's seed.
     bfloat16: also run jaxfold in bfloat16 and add its drift from float32 (rows without
       a tolerance: measured, not judged).
+    envelope: also run AlphaFold against itself (another op order), measured.
+    tree: jaxfold's parameters, when they are not `params` re-nested (a negative control).
+    nudge: fn(iteration, prev) -> prev applied to what AlphaFold's iterations after the
+      first receive (`run_reference`), standing in for another machine's rounding.
     progress: called with a line before each stage.
+
+  Returns:
+    A Comparison: the module rows; 'teacher-forced/iteration k/...'; 'end to end/...' (free
+    running, judged with `recycling.free_running_rows`); '{ENVELOPE_ROWS}/...'; notes
+    listing what the detector found, and 'recycling' in its report.
   """
   seconds: dict[str, float] = {}
   clock = time.perf_counter()
@@ -342,28 +346,60 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
     params = perturbed_weights(af_cfg, batch, seed)
   seconds['inputs'] = time.perf_counter() - clock
 
-  clock = time.perf_counter()
-  progress(f'reference: AlphaFold, {num_recycle + 1} iterations')
-  ref, record, inputs = run_reference(af_cfg, params, batch, num_recycle)
-  seconds['reference'] = time.perf_counter() - clock
-
-  clock = time.perf_counter()
-  progress(f'jaxfold: {num_recycle + 1} iterations')
-  tree = from_haiku(params, root='alphafold')
-  ours = run_jaxfold(cfg.model, tree, batch, num_recycle)
-  seconds['jaxfold'] = time.perf_counter() - clock
-
-  clock = time.perf_counter()
-  table = module_rows(cfg.model, tree, ref, record, inputs, progress)
-  seconds['modules'] = time.perf_counter() - clock
-  table += end_to_end_rows(ours, ref)
-  if bfloat16:
+  def timed(stage, fn, *args, **kwargs):
+    progress(stage)
     clock = time.perf_counter()
-    progress(f'jaxfold in bfloat16: {num_recycle + 1} iterations')
-    half = run_jaxfold(cfg.model, tree, batch, num_recycle, GlobalConfig(dtype='bfloat16'))
+    value = fn(*args, **kwargs)
+    seconds[stage.split(':')[0]] = time.perf_counter() - clock
+    return value
+
+  reference = timed(f'reference: AlphaFold, {num_recycle + 1} iterations', run_reference,
+                    af_cfg, params, batch, num_recycle, nudge=nudge)
+  tree = from_haiku(params, root='alphafold') if tree is None else tree
+  ours, ours_free = timed(f'jaxfold: {num_recycle + 1} iterations, free running',
+                          recycling.free_running, cfg.model, tree, batch, num_recycle)
+  table = timed('modules', module_rows, cfg.model, tree, reference[-1], progress)
+  step = recycling.iteration_step(cfg.model, tree)
+  forced, forced_bins = timed('teacher-forced', recycling.teacher_forced, step, reference,
+                              ours_free, cfg.model, progress)
+  free, details, notes = timed('free running', recycling.free_running_rows, step, reference,
+                               ours, ours_free, cfg.model, progress)
+  table += forced + free
+  details['teacher_forced'] = [b.as_dict() for b in forced_bins]
+  notes += [f'teacher-forced, {f.describe()}' for b in forced_bins for f in b.flips]
+  evo = cfg.model.embeddings_and_evoformer
+  margin = recycling.template_edge_margin(batch, evo.template.dgram_features) \
+      if evo.template.enabled else None
+  if margin is not None:
+    distance, spacings = margin
+    details['template_distogram_edge_margin'] = {'distance': distance, 'spacings': spacings}
+    notes.append(f'template distogram: the nearest template distance lies {distance:.1e} Å '
+                 f'({spacings:.0f} float32 spacings of its square) from a bin edge: '
+                 + ('within rounding, may bin differently' if spacings
+                    <= recycling.TEMPLATE_ROUNDING_SPACINGS else 'both models bin it alike'))
+  if envelope:
+    again_cfg = copy.deepcopy(af_cfg)
+    again_cfg.model.global_config.subbatch_size = ENVELOPE_SUBBATCH_SIZE
+    again = timed(f'reference again: AlphaFold in subbatches of {ENVELOPE_SUBBATCH_SIZE}',
+                  run_reference, again_cfg, params, batch, num_recycle, modules=False, nudge=nudge)
+    table += recycling.output_rows(ENVELOPE_ROWS, _as_ours(again[-1]['out']),
+                                   reference[-1]['out'], None)
+    envelope_bins = recycling.compare_iterations(reference, again, cfg.model)
+    details['envelope'] = [b.as_dict() for b in envelope_bins]
+    notes += [f'AlphaFold against itself, iteration {b.iteration}: Cβ positions agree within '
+              f'{b.position_difference:.1e} Å, {len(b.flips)} recycled distances in other bins'
+              for b in envelope_bins]
+  if bfloat16:
+    half = timed(f'jaxfold in bfloat16: {num_recycle + 1} iterations', run_jaxfold, cfg.model,
+                 tree, batch, num_recycle, GlobalConfig(dtype='bfloat16'))
     table += drift_rows(half, ours, 'bfloat16 drift from float32')
-    seconds['bfloat16'] = time.perf_counter() - clock
-  return Comparison('AlphaFold (live)', preset, num_recycle, num_res, table, seconds)
+  return Comparison('AlphaFold (live)', preset, num_recycle, num_res, table, seconds,
+                    tuple(notes), {'recycling': details})
+
+
+def _as_ours(out: Mapping[str, Any]) -> dict[str, Any]:
+  """AlphaFold's outputs laid out as jaxfold's: confidence metrics under 'confidence'."""
+  return {**out, 'confidence': {k: out[k] for k in recycling.CONFIDENCE if k in out}}
 
 
 def apply_depths(af_cfg, config: model_config.AlphaFoldConfig) -> None:
