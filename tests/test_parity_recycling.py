@@ -46,7 +46,9 @@ def test_a_distance_across_an_edge_is_a_flip_of_rounding_scale():
   result = compare([0.0, 13.0, 5.75 - 2e-4], [0.0, 13.0, 5.75 + 1e-4])
   assert result.position_difference == pytest.approx(3e-4, abs=1e-6)
   assert result.window == pytest.approx(2 * 3e-4 + recycling.DISTANCE_ROUNDING, abs=1e-6)
-  assert [c[:2] for c in result.candidates] == [(0, 2)]
+  assert [c[:2] for c in result.candidates] == [(0, 2)] and result.nearest[:2] == (0, 2)
+  assert result.describe_nearest() == ('residues 1-3 at 5.750100 Å (jaxfold 5.749800), 1.0e-04 Å '
+                                       'from the 5.75 Å edge')
   (flip,) = result.flips
   assert flip.residues == (0, 2) and flip.bins == (1, 2) and flip.edge == 5.75
   assert flip.margin == pytest.approx(1e-4, abs=1e-6)

@@ -280,21 +280,6 @@ def run_jaxfold(config: model_config.ModelConfig, tree: Mapping[str, Any],
   return jax.tree.map(np.asarray, run({'params': tree}, batch))
 
 
-def drift_rows(ours: Mapping[str, Any], float32: Mapping[str, Any], label: str) -> list[Row]:
-  """How far a variant (e.g. bfloat16) of jaxfold's run is from float32: measured, no tolerance."""
-  table = rows(f'{label}/representations', {k: ours['representations'][k] for k in
-                                           ('msa_first_row', 'pair', 'single')},
-               {k: float32['representations'][k] for k in ('msa_first_row', 'pair', 'single')},
-               None)
-  table += rows(f'{label}/final_atom_positions', ours['structure_module']['final_atom_positions'],
-                float32['structure_module']['final_atom_positions'], None, 'absolute')
-  for name in ('plddt', 'predicted_aligned_error', 'ptm'):
-    if name in float32['confidence']:
-      table += rows(f'{label}/{name}', ours['confidence'][name], float32['confidence'][name],
-                    None, 'absolute')
-  return table
-
-
 def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
             params: Mapping[str, Mapping[str, np.ndarray]] | None = None,
             batch: Mapping[str, np.ndarray] | None = None,
@@ -384,7 +369,7 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
                   run_reference, again_cfg, params, batch, num_recycle, modules=False, nudge=nudge)
     table += recycling.output_rows(ENVELOPE_ROWS, _as_ours(again[-1]['out']),
                                    reference[-1]['out'], None)
-    envelope_bins = recycling.compare_iterations(reference, again, cfg.model)
+    envelope_bins = recycling.compare_iterations(again, reference, cfg.model)
     details['envelope'] = [b.as_dict() for b in envelope_bins]
     notes += [f'AlphaFold against itself, iteration {b.iteration}: Cβ positions agree within '
               f'{b.position_difference:.1e} Å, {len(b.flips)} recycled distances in other bins'
@@ -392,7 +377,8 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
   if bfloat16:
     half = timed(f'jaxfold in bfloat16: {num_recycle + 1} iterations', run_jaxfold, cfg.model,
                  tree, batch, num_recycle, GlobalConfig(dtype='bfloat16'))
-    table += drift_rows(half, ours, 'bfloat16 drift from float32')
+    table += recycling.output_rows('bfloat16 drift from float32', half,
+                                   {**ours, **ours['confidence']}, None)
   return Comparison('AlphaFold (live)', preset, num_recycle, num_res, table, seconds,
                     tuple(notes), {'recycling': details})
 

@@ -129,6 +129,10 @@ class Flip:
             'margin': self.margin, 'window': self.window, 'explained': self.explained}
 
 
+def _pair_dict(i: int, j: int, ours: float, reference: float, edge: float) -> dict[str, Any]:
+  return {'residues': [i, j], 'distances': [ours, reference], 'edge': edge}
+
+
 @dataclasses.dataclass(frozen=True)
 class RecycledBins:
   """One iteration's recycled distogram in both models, compared.
@@ -140,14 +144,23 @@ class RecycledBins:
   iteration: int
   position_difference: float
   window: float
-  candidates: list[tuple[int, int, float, float]]  # (i, j, AlphaFold's distance, edge)
+  # (i, j, jaxfold's distance, AlphaFold's distance, the edge nearest AlphaFold's)
+  candidates: list[tuple[int, int, float, float, float]]
   flips: list[Flip]
+  nearest: tuple[int, int, float, float, float] | None  # the pair closest to an edge
+
+  def describe_nearest(self) -> str:
+    if self.nearest is None:
+      return 'no pair'
+    i, j, ours, distance, edge = self.nearest
+    return (f'residues {i + 1}-{j + 1} at {distance:.6f} Å (jaxfold {ours:.6f}), '
+            f'{abs(distance - edge):.1e} Å from the {edge:g} Å edge')
 
   def as_dict(self) -> dict[str, Any]:
     return {'iteration': self.iteration, 'position_difference': self.position_difference,
             'window': self.window,
-            'candidates': [{'residues': [i, j], 'distance': d, 'edge': e}
-                           for i, j, d, e in self.candidates],
+            'nearest': None if self.nearest is None else _pair_dict(*self.nearest),
+            'candidates': [_pair_dict(*c) for c in self.candidates],
             'flips': [f.as_dict() for f in self.flips]}
 
 
@@ -168,14 +181,17 @@ def compare_bins(iteration: int, aatype: np.ndarray, seq_mask: np.ndarray,
   window = 2 * difference + DISTANCE_ROUNDING
   edge, margin = nearest_edge(ref_d, edges)
   upper = np.triu(real[:, None] & real[None, :], k=1)
-  candidates = [(int(i), int(j), float(ref_d[i, j]), float(edge[i, j]))
-                for i, j in zip(*np.nonzero(upper & (margin <= window)))]
+  pair = lambda i, j: (int(i), int(j), float(ours_d[i, j]), float(ref_d[i, j]),
+                       float(edge[i, j]))
+  candidates = [pair(i, j) for i, j in zip(*np.nonzero(upper & (margin <= window)))]
+  nearest = pair(*np.unravel_index(np.where(upper, margin, np.inf).argmin(), margin.shape)) \
+      if upper.any() else None
   ours_bin, ref_bin = bin_index(ours['dgram']), bin_index(reference['dgram'])
   rounding = difference <= END_TO_END['final_atom_positions'][1]
   flips = [Flip(iteration, (int(i), int(j)), (float(ours_d[i, j]), float(ref_d[i, j])),
                 (int(ours_bin[i, j]), int(ref_bin[i, j])), float(edge[i, j]), window, rounding)
            for i, j in zip(*np.nonzero(upper & (ours_bin != ref_bin)))]
-  return RecycledBins(iteration, difference, window, candidates, flips)
+  return RecycledBins(iteration, difference, window, candidates, flips, nearest)
 
 
 def compare_iterations(ours: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]],
@@ -319,8 +335,8 @@ def output_rows(prefix: str, ours: Mapping[str, Any], ref: Mapping[str, Any],
   level). tolerances: (measure, tolerance) per output, as END_TO_END; None: measured only.
   """
   def judged(name):
-    return tolerances[name] if tolerances is not None else ('absolute' if name != 'representations'
-                                                            else 'relative', None)
+    measure, tol = (tolerances or END_TO_END)[name]
+    return measure, (tol if tolerances is not None else None)
   measure, tol = judged('representations')
   table = rows(f'{prefix}/representations', {k: ours['representations'][k] for k in REPRESENTATIONS},
                {k: ref['representations'][k] for k in REPRESENTATIONS}, tol, measure)
@@ -373,6 +389,10 @@ def teacher_forced(step: Callable[..., tuple[dict, np.ndarray]],
   return table, compare_iterations(received, reference, config)
 
 
+def _unexplained(flip: Flip) -> str:
+  return '' if flip.explained else ': NOT of rounding scale'
+
+
 def free_running_rows(step: Callable[..., tuple[dict, np.ndarray]],
                       reference: Sequence[Mapping[str, Any]], ours: Mapping[str, Any],
                       ours_free: Sequence[Mapping[str, np.ndarray]], config: ModelConfig,
@@ -389,10 +409,19 @@ def free_running_rows(step: Callable[..., tuple[dict, np.ndarray]],
   details: dict[str, Any] = {'free_running': [d.as_dict() for d in detected]}
   notes = [f'free running, iteration {d.iteration}: Cβ positions agree within '
            f'{d.position_difference:.1e} Å; {len(d.candidates)} recycled distances within '
-           f'{d.window:.1e} Å of a bin edge, {len(d.flips)} in other bins' for d in detected]
-  first = next((d.iteration for d in detected if d.flips), None)
-  if all(r.within_tolerance for r in table) or first is None:
+           f'{d.window:.1e} Å of a bin edge, {len(d.flips)} in other bins; nearest to an '
+           f'edge: {d.describe_nearest()}' for d in detected]
+  flipped = next((d for d in detected if d.flips), None)
+  if flipped is not None:
+    # Later iterations of the free run inherit the first flip's consequences: not listed.
+    notes += [f'free running, flip {f.describe()}{_unexplained(f)}' for f in flipped.flips]
+  if all(r.within_tolerance for r in table):
     return table, details, notes
+  if flipped is None:
+    notes.append('end-to-end rows beyond tolerance, and no recycled distance flipped: '
+                 'NOT explained')
+    return table, details, notes
+  first = flipped.iteration
 
   prev = ours_free[first]['prev']
   received: list[Mapping[str, Any]] = [{}] * first
@@ -406,8 +435,8 @@ def free_running_rows(step: Callable[..., tuple[dict, np.ndarray]],
   fed_rows = output_rows(REFERENCE_BINS_ROWS, out, reference[-1]['out'], END_TO_END)
   flips = [f for d in fed for f in d.flips]
   details['fed_reference_bins'] = [d.as_dict() for d in fed]
-  notes += [f'flip {f.describe()}{"" if f.explained else ": NOT within rounding"}'
-            for f in flips]
+  notes += [f"fed AlphaFold's bins, flip {f.describe()}{_unexplained(f)}" for f in flips
+            if f.iteration > first]
   if all(f.explained for f in flips) and all(r.passed for r in fed_rows):
     cause = (f'{len(flips)} recycled-bin flip(s) of rounding scale: '
              + '; '.join(f'iteration {f.iteration} residues {f.residues[0] + 1}-'
