@@ -368,8 +368,8 @@ def _print_comparison(result, report: str | None) -> int:
     print(note)
   failed = [r.name for r in result.rows if not r.passed]
   explained = sum(r.passed and not r.within_tolerance for r in result.rows)
-  print(f'{len(result.rows) - len(failed)}/{len(result.rows)} rows within tolerance'
-        + (f' ({explained} beyond it, explained: expl)' if explained else '')
+  print(f'{len(result.rows) - len(failed) - explained}/{len(result.rows)} rows within tolerance'
+        + (f', {explained} more beyond it but explained (expl, see above)' if explained else '')
         + (f'; FAILED: {", ".join(failed)}' if failed else ''))
   if report:
     _write_json(report, result.report())

@@ -3,8 +3,12 @@
 Three alanines (their Cβ is what the recycled distogram bins) on a line: jaxfold's and
 AlphaFold's copies differ in one residue's position, and the detector must report the pairs
 that lie within the measured difference of an edge, the pairs whose bins differ, and whether
-the difference is of rounding scale. The distograms are the model's own function's.
+the difference is of rounding scale. The distograms are the model's own function's. Last,
+how a row beyond tolerance that a flip explains is printed and reported.
 """
+
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -86,3 +90,28 @@ def test_template_distances_on_an_edge_are_within_rounding():
   assert distance == pytest.approx(0.1, abs=1e-6)
   assert spacings > 1e4 * recycling.TEMPLATE_ROUNDING_SPACINGS
   assert recycling.template_edge_margin({}, template) is None
+
+
+def test_an_explained_row_passes_and_says_so(tmp_path, capsys):
+  from jaxfold import cli  # pylint: disable=import-outside-toplevel
+  from jaxfold.parity.agreement import Comparison, Row  # pylint: disable=import-outside-toplevel
+  within = Row('end to end/ptm', 1e-6, 0.6, 1e-3, 'absolute')
+  beyond = Row('end to end/final_atom_positions', 0.3, 44.0, 0.01, 'absolute')
+  explained = dataclasses.replace(beyond, explained_by='1 recycled-bin flip(s): residues 32-64')
+  assert not beyond.passed and explained.passed and not explained.within_tolerance
+
+  report = tmp_path / 'r.json'
+  result = Comparison('AlphaFold (live)', 'model_1_ptm', 2, 73, [within, explained], {},
+                      ('free running, flip iteration 1: residues 32-64',))
+  assert cli._print_comparison(result, str(report)) == 0  # pylint: disable=protected-access
+  out = capsys.readouterr().out
+  assert 'end to end/final_atom_positions' in out and ' expl\n' in out
+  assert 'free running, flip iteration 1: residues 32-64\n' in out
+  assert '1/2 rows within tolerance, 1 more beyond it but explained' in out
+  document = json.loads(report.read_text())
+  assert document['passed'] and document['notes'] == list(result.notes)
+  assert document['rows'][1]['explained_by'] == explained.explained_by
+
+  failed = Comparison('AlphaFold (live)', 'model_1_ptm', 2, 73, [within, beyond], {})
+  assert cli._print_comparison(failed, None) == 1  # pylint: disable=protected-access
+  assert 'FAILED: end to end/final_atom_positions' in capsys.readouterr().out

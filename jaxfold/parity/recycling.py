@@ -3,7 +3,7 @@ distogram's bin flips, and the rows a flip explains.
 
 Each recycling iteration embeds the previous one's Cβ distances as a one-hot over 15 bins
 (Jumper et al. (2021) Suppl. Alg. 32, `prev_pos_linear`). Two correct float32 models agree on
-those positions to ~1e-4 Å, not exactly, so a distance that close to a bin edge can fall into
+those positions to ~3e-4 Å, not exactly, so a distance that close to a bin edge can fall into
 different bins in the two; the pair representation at that pair then differs by a whole row
 of `prev_pos_linear`'s weights, and the Evoformer carries that everywhere. Whether it happens
 depends on rounding, that is on the machine, so free-running rows alone cannot give a verdict
@@ -121,7 +121,7 @@ class Flip:
     i, j = self.residues
     return (f'iteration {self.iteration}: residues {i + 1}-{j + 1} at {self.distances[1]:.6f} Å '
             f'(jaxfold {self.distances[0]:.6f}), {self.margin:.1e} Å from the {self.edge:g} Å '
-            f'edge, bin {self.bins[0]} vs {self.bins[1]}')
+            f'edge, in bin {self.bins[0]} of jaxfold and {self.bins[1]} of AlphaFold')
 
   def as_dict(self) -> dict[str, Any]:
     return {'iteration': self.iteration, 'residues': list(self.residues),
