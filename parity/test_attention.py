@@ -25,7 +25,9 @@ def _inputs(rng, batch=6, queries=20, keys=20, channels=256, heads=8):
 
 @pytest.mark.parametrize('gating', [True, False])
 @pytest.mark.parametrize('subbatch_size', [None, 4])
-def test_attention(parity, gating, subbatch_size):
+@pytest.mark.parametrize('implementation', ['xla', 'chunked'])
+def test_attention(parity, gating, subbatch_size, implementation):
+  """Chunked: 20 queries and keys in chunks of 8, the last one padded."""
   inputs = _inputs(np.random.default_rng(0))
   cfg = {'num_head': 8, 'gating': gating, 'key_dim': 128, 'value_dim': 256}
 
@@ -35,9 +37,11 @@ def test_attention(parity, gating, subbatch_size):
 
   params, ref = run_reference(reference, inputs)
   ours = Attention(num_head=8, output_dim=192, key_dim=128, value_dim=256, gating=gating,
-                   global_config=GlobalConfig(subbatch_size=subbatch_size))
+                   global_config=GlobalConfig(subbatch_size=subbatch_size,
+                                              attention=implementation, attention_chunk_size=8))
   out = ours.apply({'params': flax_params(params)}, **inputs)
-  parity.check(f'attention(gating={gating}, subbatch={subbatch_size})', out, ref)
+  parity.check(f'attention(gating={gating}, subbatch={subbatch_size}, {implementation})', out,
+               ref)
 
 
 @pytest.mark.parametrize('gating', [True, False])

@@ -10,11 +10,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxfold.model import attention_core
 from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.primitives import chunked, glorot_uniform, mask_to_bias
-
-# Logits are clipped to a finite range so that fully masked rows stay finite in softmax.
-_LOGIT_CLIP = 1e8
 
 
 def _zeros_or_glorot(gc: GlobalConfig):
@@ -26,7 +24,8 @@ class Attention(nn.Module):
 
   Inputs: q_data [B, Q, C_q], m_data [B, K, C_m], bias broadcastable to
   [B, heads, Q, K] (e.g. a mask bias [B, 1, 1, K]), nonbatched_bias [heads, Q, K] or None. Output [B, Q, output_dim].
-  With `global_config.subbatch_size` set, the batch axis B is processed in chunks.
+  With `global_config.subbatch_size` set, the batch axis B is processed in chunks;
+  `global_config.attention` chooses the core's implementation (`attention_core`).
   """
   num_head: int
   output_dim: int
@@ -60,11 +59,9 @@ class Attention(nn.Module):
       q = jnp.einsum('bqa,ahc->bqhc', q_data, params['query_w']) * key_dim**-0.5
       k = jnp.einsum('bka,ahc->bkhc', m_data, params['key_w'])
       v = jnp.einsum('bka,ahc->bkhc', m_data, params['value_w'])
-      logits = jnp.einsum('bqhc,bkhc->bhqk', q, k) + bias
-      if nonbatched_bias is not None:
-        logits = logits + nonbatched_bias[None]
-      weights = jax.nn.softmax(jnp.clip(logits, -_LOGIT_CLIP, _LOGIT_CLIP))
-      out = jnp.einsum('bhqk,bkhc->bqhc', weights, v)
+      biases = [bias] if nonbatched_bias is None else [bias, nonbatched_bias[None]]
+      out = attention_core.attention(q, k, v, biases, implementation=gc.attention,
+                                     chunk_size=gc.attention_chunk_size)
       if self.gating:
         gate = jnp.einsum('bqc,chv->bqhv', q_data, params['gating_w']) + params['gating_b']
         out = out * jax.nn.sigmoid(gate)
@@ -115,7 +112,8 @@ class GlobalAttention(nn.Module):
       v = jnp.einsum('bka,ac->bkc', m_data, params['value_w'])
       bias = mask_to_bias(q_mask[:, None, :, 0], q_data.dtype)
       logits = jnp.einsum('bhc,bkc->bhk', q, k) + bias
-      weights = jax.nn.softmax(jnp.clip(logits, -_LOGIT_CLIP, _LOGIT_CLIP))
+      clip = attention_core.LOGIT_CLIP
+      weights = jax.nn.softmax(jnp.clip(logits, -clip, clip))
       avg = jnp.einsum('bhk,bkc->bhc', weights, v)
       if self.gating:
         gate = jax.nn.sigmoid(

@@ -5,6 +5,8 @@ from typing import Literal
 
 import jax.numpy as jnp
 
+from jaxfold.model.attention_core import Implementation
+
 
 @dataclasses.dataclass(frozen=True)
 class GlobalConfig:
@@ -17,9 +19,15 @@ class GlobalConfig:
       computes each in one piece; a number bounds memory without changing the result.
     use_remat: rematerialise every stacked block in the backward pass.
     zero_init: AlphaFold's zero initialisation of output projections and gates.
+    attention: the implementation of the attention core (`attention_core`): 'xla' (the
+      reference, logits in one piece) or 'chunked' (online softmax over query and key
+      chunks of `attention_chunk_size`, memory-efficient backward pass).
+    attention_chunk_size: the query and key chunk of 'chunked' attention.
   """
   dtype: Literal['float32', 'bfloat16'] = 'float32'
   subbatch_size: int | None = None
+  attention: Implementation = 'xla'
+  attention_chunk_size: int = 256
   use_remat: bool = False
   zero_init: bool = True
 
