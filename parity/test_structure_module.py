@@ -19,7 +19,7 @@ from jaxfold.common.geometry import QuatRigid
 from jaxfold.convert.haiku_tree import to_haiku
 from jaxfold.model.invariant_point_attention import InvariantPointAttention
 from jaxfold.model.structure_module import FoldIteration, StructureModule, StructureModuleConfig
-from jaxfold.parity.agreement import agreement
+from jaxfold.parity.agreement import Row, agreement
 from jaxfold.parity.alphafold_reference import flax_params, reference_config, run_reference
 
 CFG = reference_config()
@@ -28,6 +28,9 @@ GC = CFG.model.global_config
 N_RES, N_PAD = 16, 3
 # Eight iterations amplify float32 rounding: see test_structure_module.
 STRUCTURE_MODULE_TOLERANCE = 5e-4
+# Two float32 evaluations of one function differ by about their own rounding error: jaxfold
+# may be this many times further from AlphaFold than AlphaFold is from the float64 result.
+ROUNDING_ENVELOPE = 2.0
 
 
 def _config_from_alphafold() -> StructureModuleConfig:
@@ -155,23 +158,10 @@ def structure_module_run():
   return representations, batch, params, ref, ours
 
 
-def test_structure_module(parity, structure_module_run):
-  """All outputs of the 8 shared-weight iterations.
-
-  One iteration agrees to ~3e-7 (test_fold_iteration); with perturbed random weights the
-  iterations amplify float32 rounding about 2x per iteration (positions end at ~2e-5, the
-  torsion sin/cos, normalised from short vectors, at ~2e-4), so the stated tolerance is
-  STRUCTURE_MODULE_TOLERANCE. test_structure_module_difference_is_float32_rounding shows the
-  difference is rounding: in float64 the two implementations agree, and in float32 jaxfold
-  is as close to the float64 result as AlphaFold itself is.
-  """
-  *_, ref, ours = structure_module_run
-  parity.check('structure_module', ours, ref, tol=STRUCTURE_MODULE_TOLERANCE)
-
-
-@pytest.mark.slow
-def test_structure_module_difference_is_float32_rounding(parity, structure_module_run):
-  representations, batch, params, ref32, ours32 = structure_module_run
+@pytest.fixture(scope='module')
+def structure_module_float64(structure_module_run):
+  """(AlphaFold's, jaxfold's) structure module outputs in float64 on the same inputs."""
+  representations, batch, params, _, _ = structure_module_run
   import haiku as hk  # pylint: disable=import-outside-toplevel
   with jax.enable_x64(True):
     to64 = lambda tree: jax.tree.map(
@@ -182,14 +172,41 @@ def test_structure_module_difference_is_float32_rounding(parity, structure_modul
         params64, jax.random.key(0), reps64, batch64))
     ref64['sidechains'] = _sidechains_as_arrays(ref64['sidechains'])
     ours64 = StructureModule().apply({'params': flax_params(params64)}, reps64, batch64)
-    # Same function: agreement to float64 rounding.
-    parity.check('structure_module(float64)', ours64, ref64, tol=1e-10)
-  # Two float32 evaluations of one function differ by about their own rounding error.
+    return jax.tree.map(np.asarray, ref64), jax.tree.map(np.asarray, ours64)
+
+
+def test_structure_module(parity, structure_module_run, structure_module_float64):
+  """All outputs of the 8 shared-weight iterations.
+
+  One iteration agrees to ~3e-7 (test_fold_iteration); with perturbed random weights the
+  iterations amplify float32 rounding about 2x per iteration, by how much depends on the
+  machine's rounding (the torsion sin/cos, normalised from short vectors, end at 2.3e-4 on one
+  2-core CPU and 2.9e-3 on another). So an output passes within STRUCTURE_MODULE_TOLERANCE,
+  or within ROUNDING_ENVELOPE times AlphaFold's own float32 error on it, measured here
+  against the float64 result (test_structure_module_difference_is_float32_rounding).
+  """
+  *_, ref, ours = structure_module_run
+  ref64, _ = structure_module_float64
+  rounding = {a.name: a.max_abs_diff for a in agreement('structure_module', ref, ref64)}
+  parity.record([Row(a.name, a.max_abs_diff, a.max_abs_ref,
+                     max(STRUCTURE_MODULE_TOLERANCE,
+                         ROUNDING_ENVELOPE * rounding[a.name] / a.max_abs_ref))
+                 for a in agreement('structure_module', ours, ref)])
+
+
+def test_structure_module_difference_is_float32_rounding(parity, structure_module_run,
+                                                         structure_module_float64):
+  """In float64 the two implementations agree to its rounding; in float32 jaxfold is as close
+  to AlphaFold and to the float64 result as AlphaFold itself is to the float64 result."""
+  *_, ref32, ours32 = structure_module_run
+  ref64, ours64 = structure_module_float64
+  parity.check('structure_module(float64)', ours64, ref64, tol=1e-10)
   ours_vs_ref = {r.name: r.max_abs_diff for r in agreement('', ours32, ref32)}
   ours_vs_exact = {r.name: r.max_abs_diff for r in agreement('', ours32, ref64)}
   ref_vs_exact = {r.name: r.max_abs_diff for r in agreement('', ref32, ref64)}
   for name, rounding in ref_vs_exact.items():
-    assert ours_vs_ref[name] <= 2 * rounding and ours_vs_exact[name] <= 2 * rounding, (
+    assert (ours_vs_ref[name] <= ROUNDING_ENVELOPE * rounding
+            and ours_vs_exact[name] <= ROUNDING_ENVELOPE * rounding), (
         f'{name}: jaxfold differs from AlphaFold by {ours_vs_ref[name]:.3g} and from float64 by '
         f'{ours_vs_exact[name]:.3g}; AlphaFold\'s own float32 error is {rounding:.3g}')
 
