@@ -227,13 +227,17 @@ def _predict(args: argparse.Namespace) -> None:
       raise FileNotFoundError(f'{path}: no such file')
   if args.fasta and args.msa_dir is None:
     raise ValueError(f'{args.fasta}: --fasta needs --msa-dir (its precomputed alignments)')
+  if args.subbatch_size < 0:
+    raise ValueError(f'--subbatch-size {args.subbatch_size}: must be 0 (one piece) or more')
   progress(f'reading parameters {args.params}')
   tree, preset_name, config = _load_params(args.params, args.preset)
   num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
   batch = _prediction_batch(args, config, num_recycle, progress)
-  model = AlphaFold(config.model, GlobalConfig(dtype=args.dtype))
+  model = AlphaFold(config.model, GlobalConfig(
+      dtype=args.dtype, subbatch_size=args.subbatch_size or None, attention=args.attention))
   progress(f'predicting {name}: {batch["aatype"].shape[1]} residues, {preset_name}, '
-           f'{num_recycle} recycling iterations, {args.dtype}')
+           f'{num_recycle} recycling iterations, {args.dtype}, subbatch '
+           f'{args.subbatch_size or "off"}, {args.attention} attention')
   run = jax.jit(lambda params, batch: model.apply(
       {'params': params}, batch, num_recycle=num_recycle,
       return_representations=args.save_representations))
@@ -438,6 +442,7 @@ def _add_batch_layout_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from jaxfold.model.attention_core import IMPLEMENTATIONS  # pylint: disable=import-outside-toplevel
   from jaxfold.model.config import PRESETS  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(prog='jaxfold', description=__doc__.splitlines()[0])
   parser.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
@@ -499,6 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--num-recycle', type=int, help='recycling iterations (default: preset)')
   predict.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
                        help='compute precision (default float32)')
+  predict.add_argument('--subbatch-size', type=int, default=4,
+                       help='compute attention, transitions and the outer product mean this '
+                            'many rows at a time, as AlphaFold does at inference: the same '
+                            'result in a fraction of the memory (default 4; 0: in one piece)')
+  predict.add_argument('--attention', choices=IMPLEMENTATIONS, default='xla',
+                       help="attention kernel: 'xla' (AlphaFold's, default) or 'chunked' "
+                            '(online softmax over query and key chunks)')
   predict.add_argument('--save-representations', action='store_true',
                        help='also store msa_first_row, pair and single in outputs.npz')
   predict.add_argument('--overwrite', action='store_true',

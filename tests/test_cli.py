@@ -282,6 +282,22 @@ def test_predict_from_checkpoint_gives_identical_outputs(npz_prediction, checkpo
       assert np.array_equal(from_checkpoint[key], from_npz[key]), key
 
 
+def test_predict_in_one_piece_with_chunked_attention_gives_the_same_structure(
+    npz_prediction, weights_npz, batch_npz, tmp_path):
+  """The default subbatches of 4 change memory, not the prediction: one piece with the
+  chunked attention kernel agrees within float32 rounding."""
+  output = tmp_path / 'out'
+  run = _run(_predict_argv(weights_npz, batch_npz, output, '--preset', PRESET, '--name', NAME,
+                           '--subbatch-size', '0', '--attention', 'chunked'))
+  assert run.status == 0, run.stderr
+  assert 'subbatch off, chunked attention' in run.stderr
+  with np.load(npz_prediction[0] / 'outputs.npz') as default, \
+       np.load(output / 'outputs.npz') as one_piece:
+    for key in ('final_atom_positions', 'plddt', 'predicted_aligned_error'):
+      scale = np.max(np.abs(default[key]))
+      assert np.max(np.abs(one_piece[key] - default[key])) <= 1e-5 * scale, key
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one error line naming the path, exit status 2, nothing written.
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +318,13 @@ def test_missing_params_fails_in_a_subprocess(batch_npz, tmp_path):
   assert done.stdout == ''
   assert len(done.stderr.splitlines()) == 1, done.stderr
   assert done.stderr.startswith(f'{ERROR_PREFIX}{missing}: ')
+  assert _listing(tmp_path) == []
+
+
+def test_negative_subbatch_size_fails(weights_npz, batch_npz, tmp_path, capsys):
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out', '--preset',
+                                             PRESET, '--subbatch-size', '-1'), '--subbatch-size')
+  assert 'must be 0 (one piece) or more' in line
   assert _listing(tmp_path) == []
 
 
