@@ -312,7 +312,7 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
 
   Returns:
     A Comparison: the module rows; 'teacher-forced/iteration k/...'; 'end to end/...' (free
-    running, judged with `recycling.free_running_rows`); '{ENVELOPE_ROWS}/...'; notes
+    running, judged with `recycling.free_running_rows`); 'AlphaFold against itself...'; notes
     listing what the detector found, and 'recycling' in its report.
   """
   seconds: dict[str, float] = {}
@@ -352,16 +352,10 @@ def compare(preset: str = 'model_1_ptm', *, num_recycle: int = 2,
   table += forced + free
   details['teacher_forced'] = [b.as_dict() for b in forced_bins]
   notes += [f'teacher-forced, {f.describe()}' for b in forced_bins for f in b.flips]
-  evo = cfg.model.embeddings_and_evoformer
-  margin = recycling.template_edge_margin(batch, evo.template.dgram_features) \
-      if evo.template.enabled else None
-  if margin is not None:
-    distance, spacings = margin
-    details['template_distogram_edge_margin'] = {'distance': distance, 'spacings': spacings}
-    notes.append(f'template distogram: the nearest template distance lies {distance:.1e} Å '
-                 f'({spacings:.0f} float32 spacings of its square) from a bin edge: '
-                 + ('within rounding, may bin differently' if spacings
-                    <= recycling.TEMPLATE_ROUNDING_SPACINGS else 'both models bin it alike'))
+  template, note = recycling.template_distogram(batch, cfg.model)
+  if template is not None:
+    details['template_distogram_edge_margin'] = template
+    notes.append(note)
   if envelope:
     again_cfg = copy.deepcopy(af_cfg)
     again_cfg.model.global_config.subbatch_size = ENVELOPE_SUBBATCH_SIZE

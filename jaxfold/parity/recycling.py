@@ -237,6 +237,21 @@ def template_edge_margin(batch: Mapping[str, np.ndarray], config: DgramConfig
   return None if np.isinf(best[1]) else (float(best[0]), best[1])
 
 
+def template_distogram(batch: Mapping[str, np.ndarray], config: ModelConfig
+                       ) -> tuple[dict[str, float] | None, str | None]:
+  """`template_edge_margin` of a model with templates, for the report and as a note."""
+  template = config.embeddings_and_evoformer.template
+  margin = template_edge_margin(batch, template.dgram_features) if template.enabled else None
+  if margin is None:
+    return None, None
+  distance, spacings = margin
+  verdict = ('within rounding, may bin differently' if spacings <= TEMPLATE_ROUNDING_SPACINGS
+             else 'both models bin it alike')
+  return ({'distance': distance, 'spacings': spacings},
+          f'template distogram: the nearest template distance lies {distance:.1e} Å '
+          f'({spacings:.0f} float32 spacings of its square) from a bin edge: {verdict}')
+
+
 # ---------------------------------------------------------------------------------------------
 # jaxfold, free running (recorded) and one iteration at a time (teacher-forced, or fed bins).
 # ---------------------------------------------------------------------------------------------
