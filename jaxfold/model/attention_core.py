@@ -16,13 +16,13 @@ Implementations (`GlobalConfig.attention`):
 
 import functools
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
 
 Implementation = Literal['xla', 'chunked']
-IMPLEMENTATIONS: tuple[str, ...] = ('xla', 'chunked')
+IMPLEMENTATIONS: tuple[str, ...] = get_args(Implementation)
 LOGIT_CLIP = 1e8
 
 

@@ -80,10 +80,19 @@ def bin_edges(config: DgramConfig) -> np.ndarray:
   return np.linspace(config.min_bin, config.max_bin, config.num_bins)
 
 
+def _squared_distances(points: np.ndarray) -> np.ndarray:
+  """[N, 3] -> [N, N] squared distances, in the points' precision."""
+  return np.sum(np.square(points[:, None] - points[None]), axis=-1)
+
+
+def _pseudo_beta(aatype: np.ndarray, positions: np.ndarray) -> np.ndarray:
+  """Pseudo-β positions (float64): aatype [N], atom37 [N, 37, 3] -> [N, 3]."""
+  return np.asarray(pseudo_beta_fn(jnp.asarray(aatype), jnp.asarray(positions)), np.float64)
+
+
 def cb_distances(aatype: np.ndarray, positions: np.ndarray) -> np.ndarray:
   """Distances (Å, float64) between the pseudo-β atoms: aatype [N], atom37 [N, 37, 3] -> [N, N]."""
-  cb = np.asarray(pseudo_beta_fn(jnp.asarray(aatype), jnp.asarray(positions)), np.float64)
-  return np.sqrt(np.sum(np.square(cb[:, None] - cb[None]), axis=-1))
+  return np.sqrt(_squared_distances(_pseudo_beta(aatype, positions)))
 
 
 def bin_index(dgram: np.ndarray) -> np.ndarray:
@@ -174,10 +183,9 @@ def compare_bins(iteration: int, aatype: np.ndarray, seq_mask: np.ndarray,
   """
   edges = bin_edges(config)
   real = np.asarray(seq_mask, bool)
-  positions = [np.asarray(x['prev']['prev_pos']) for x in (ours, reference)]
-  ours_d, ref_d = (cb_distances(aatype, p) for p in positions)
-  cb = [np.asarray(pseudo_beta_fn(jnp.asarray(aatype), jnp.asarray(p)))[real] for p in positions]
-  difference = float(np.max(np.linalg.norm(cb[0] - cb[1], axis=-1), initial=0.0))
+  cb = [_pseudo_beta(aatype, x['prev']['prev_pos']) for x in (ours, reference)]
+  ours_d, ref_d = (np.sqrt(_squared_distances(c)) for c in cb)
+  difference = float(np.max(np.linalg.norm(cb[0][real] - cb[1][real], axis=-1), initial=0.0))
   window = 2 * difference + DISTANCE_ROUNDING
   edge, margin = nearest_edge(ref_d, edges)
   upper = np.triu(real[:, None] & real[None, :], k=1)
@@ -228,7 +236,7 @@ def template_edge_margin(batch: Mapping[str, np.ndarray], config: DgramConfig
     cb = cb[real]
     if len(cb) < 2:
       continue
-    dist2 = np.sum(np.square(cb[:, None] - cb[None]), axis=-1)[np.triu_indices(len(cb), 1)]
+    dist2 = _squared_distances(cb)[np.triu_indices(len(cb), 1)]
     index = np.abs(dist2[:, None] - squared).argmin(axis=-1)
     spacings = np.abs(dist2 - squared[index]) / np.spacing(squared[index])
     nearest = int(spacings.argmin())
