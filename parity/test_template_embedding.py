@@ -68,8 +68,9 @@ def test_single_template_embedding(parity, params, shared_dir, use_template_unit
   parity.check(f'single_template_embedding(unit_vector={use_template_unit_vector})', out, ref)
 
 
-def _ours(params, inputs, subbatch_size=None):
-  ours = TemplateEmbedding(_template_config()[1], GlobalConfig(subbatch_size=subbatch_size))
+def _ours(params, inputs, subbatch_size=None, pair_chunk_size=None):
+  ours = TemplateEmbedding(_template_config()[1], GlobalConfig(
+      subbatch_size=subbatch_size, pair_chunk_size=pair_chunk_size))
   return jax.jit(ours.apply)({'params': flax_params(params)}, inputs['query'],
                              inputs['templates'], inputs['mask_2d'])
 
@@ -82,10 +83,14 @@ def test_template_embedding(parity, params, shared_dir, template_mask):
 
 
 def test_template_embedding_chunked(parity, params, shared_dir):
-  """One template at a time and the attention in chunks of 128 queries: the same result."""
+  """One template at a time, the attention in chunks of 128 queries and the pair a few rows
+  at a time (the last chunk overlapping): the same result."""
   inputs = _inputs(shared_dir)
+  unchunked = _ours(params, inputs)
   parity.check('template_embedding(subbatch=4) vs unchunked', _ours(params, inputs, 4),
-               _ours(params, inputs))
+               unchunked)
+  parity.check('template_embedding(subbatch=4, pair_chunk=7) vs unchunked',
+               _ours(params, inputs, 4, 7), unchunked)
 
 
 def test_no_template_gives_zero(params, shared_dir):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxfold.model.attention import Attention
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import mask_to_bias
+from jaxfold.model.primitives import chunked, mask_to_bias
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,27 +35,45 @@ class AttentionConfig:
   value_dim: int | None = None
 
 
-def pair_bias(module: nn.Module, pair: jax.Array, num_head: int) -> jax.Array:
-  """Per-head attention bias [heads, N_res, N_res] from a normalised pair [N_res, N_res, c_z].
+def pair_bias(module: nn.Module, pair: jax.Array, num_head: int, norm: nn.Module,
+              global_config: GlobalConfig, axis: int = 0) -> jax.Array:
+  """Per-head attention bias [heads, N_res, N_res] from the pair [N_res, N_res, c_z].
 
-  Creates `module`'s `feat_2d_weights` [c_z, heads] (AlphaFold's name and N(0, 1/c_z) init).
+  The pair is normalised by `norm` (a LayerNorm submodule) and projected by `module`'s
+  `feat_2d_weights` [c_z, heads] (AlphaFold's name and N(0, 1/c_z) init). axis=1 reads
+  the pair transposed (the ending-node bias). With `global_config.pair_chunk_size` the
+  rows are normalised and projected a chunk at a time.
   """
   channels = pair.shape[-1]
   weights = module.param('feat_2d_weights', nn.initializers.normal(stddev=channels**-0.5),
                          (channels, num_head), jnp.float32)
-  return jnp.einsum('qkc,ch->hqk', pair, weights.astype(pair.dtype))
+
+  def rows(_, pair_rows: jax.Array) -> jax.Array:
+    return jnp.einsum('qkc,ch->qkh', norm(pair_rows), weights.astype(pair.dtype))
+
+  bias = chunked(module, rows, global_config.pair_chunk_size, [pair], axis=axis, out_axis=0)
+  return jnp.moveaxis(bias, -1, 0)
 
 
-def attend_along_rows(act: jax.Array, mask: jax.Array, config: AttentionConfig,
-                      global_config: GlobalConfig,
-                      nonbatched_bias: jax.Array | None = None) -> jax.Array:
-  """Update [A, B, C] of a normalised act [A, B, C] whose rows attend over B.
+def attend_along_rows(module: nn.Module, act: jax.Array, mask: jax.Array,
+                      config: AttentionConfig, global_config: GlobalConfig, norm: nn.Module,
+                      nonbatched_bias: jax.Array | None = None, axis: int = 0) -> jax.Array:
+  """Update [A, B, C] of act [A, B, C] whose rows, normalised by `norm`, attend over B.
 
-  mask [A, B] masks keys; nonbatched_bias [heads, B, B] is shared by all rows. Creates the
-  'attention' submodule of the calling module (call inside a compact method).
+  mask [A, B] masks keys; nonbatched_bias [heads, B, B] is shared by all rows. axis=1
+  attends along columns instead (act read transposed, the update written back in act's
+  layout). With `global_config.subbatch_size` the rows are normalised and attend a chunk
+  at a time. Creates the 'attention' submodule of `module` (call inside a compact method).
   """
-  bias = mask_to_bias(mask, act.dtype)[:, None, None, :]
   attention = Attention(num_head=config.num_head, output_dim=act.shape[-1],
                         key_dim=config.key_dim, value_dim=config.value_dim,
-                        gating=config.gating, global_config=global_config, name='attention')
-  return attention(act, act, bias, nonbatched_bias)
+                        gating=config.gating,
+                        global_config=dataclasses.replace(global_config, subbatch_size=None),
+                        name='attention')
+
+  def rows(_, act_rows: jax.Array, mask_rows: jax.Array) -> jax.Array:
+    act_rows = norm(act_rows)
+    bias = mask_to_bias(mask_rows, act_rows.dtype)[:, None, None, :]
+    return attention(act_rows, act_rows, bias, nonbatched_bias)
+
+  return chunked(module, rows, global_config.subbatch_size, [act, mask], axis=axis)

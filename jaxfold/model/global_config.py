@@ -23,11 +23,16 @@ class GlobalConfig:
       reference, logits in one piece) or 'chunked' (online softmax over query and key
       chunks of `attention_chunk_size`, memory-efficient backward pass).
     attention_chunk_size: the query and key chunk of 'chunked' attention.
+    pair_chunk_size: rows of the pair representation computed at a time by the layers that
+      read or write all of it (triangle multiplication, pair biases, template pointwise
+      attention), so that no N_res x N_res x c intermediate exists in one piece beyond the
+      pair itself and one update. None computes each in one piece (AlphaFold's way).
   """
   dtype: Literal['float32', 'bfloat16'] = 'float32'
   subbatch_size: int | None = None
   attention: Implementation = 'xla'
   attention_chunk_size: int = 256
+  pair_chunk_size: int | None = None
   use_remat: bool = False
   zero_init: bool = True
 

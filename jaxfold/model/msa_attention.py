@@ -28,10 +28,10 @@ class MSARowAttentionWithPairBias(nn.Module):
 
   @nn.compact
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, pair: jax.Array) -> jax.Array:
-    msa = LayerNorm(name='query_norm')(msa)
-    pair = LayerNorm(name='feat_2d_norm')(pair)
-    bias = pair_bias(self, pair, self.config.num_head)
-    return attend_along_rows(msa, msa_mask, self.config, self.global_config, bias)
+    gc = self.global_config
+    bias = pair_bias(self, pair, self.config.num_head, LayerNorm(name='feat_2d_norm'), gc)
+    return attend_along_rows(self, msa, msa_mask, self.config, gc,
+                             LayerNorm(name='query_norm'), bias)
 
 
 class MSAColumnAttention(nn.Module):
@@ -44,9 +44,8 @@ class MSAColumnAttention(nn.Module):
 
   @nn.compact
   def __call__(self, msa: jax.Array, msa_mask: jax.Array) -> jax.Array:
-    msa, msa_mask = jnp.swapaxes(msa, 0, 1), jnp.swapaxes(msa_mask, 0, 1)
-    msa = LayerNorm(name='query_norm')(msa)
-    return jnp.swapaxes(attend_along_rows(msa, msa_mask, self.config, self.global_config), 0, 1)
+    return attend_along_rows(self, msa, msa_mask, self.config, self.global_config,
+                             LayerNorm(name='query_norm'), axis=1)
 
 
 class MSAColumnGlobalAttention(nn.Module):

@@ -59,14 +59,14 @@ class OuterProductMean(nn.Module):
     output_b = self.param('output_b', nn.initializers.zeros, (self.num_output_channel,),
                           jnp.float32)
 
-    def rows_of_update(_, left_res: jax.Array) -> jax.Array:
-      # left_res [n_i, N_seq, c]: a slice of residues i. The sum over sequences and the
-      # projection by output_w run in float32 whatever the activations' dtype.
+    def rows_of_update(_, left_res: jax.Array, mask_res: jax.Array) -> jax.Array:
+      # left_res [n_i, N_seq, c], mask_res [n_i, N_seq]: a slice of residues i. The sum over
+      # sequences and the projection by output_w run in float32 whatever the activations'
+      # dtype, and so does the division by the number of sequences covering i and j.
       outer = jnp.einsum('ias,ajt->ijst', left_res, right, preferred_element_type=jnp.float32)
-      return jnp.einsum('ijst,stf->ijf', outer, output_w) + output_b
+      update = jnp.einsum('ijst,stf->ijf', outer, output_w) + output_b
+      norm = jnp.einsum('ia,aj->ij', mask_res, mask[..., 0], preferred_element_type=jnp.float32)
+      return (update / (_NORM_EPSILON + norm[..., None])).astype(msa.dtype)
 
     chunk_size = c.chunk_size if gc.subbatch_size is not None else None
-    update = chunked(self, rows_of_update, chunk_size, [jnp.swapaxes(left, 0, 1)])
-    norm = jnp.einsum('ai,aj->ij', mask[..., 0], mask[..., 0],
-                      preferred_element_type=jnp.float32)[..., None]
-    return (update / (_NORM_EPSILON + norm)).astype(msa.dtype)
+    return chunked(self, rows_of_update, chunk_size, [left, mask[..., 0]], axis=1, out_axis=0)

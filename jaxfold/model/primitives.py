@@ -6,7 +6,7 @@ master weights.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -73,11 +73,17 @@ class LayerNorm(nn.Module):
     c = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
     offset = self.param('offset', nn.initializers.zeros, (c,), jnp.float32)
-    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale + offset
-    return y.astype(x.dtype)
+    return layer_norm(x, {'scale': scale, 'offset': offset}, self.eps)
+
+
+def layer_norm(x: jax.Array, params: Mapping[str, jax.Array], eps: float = 1e-5) -> jax.Array:
+  """`LayerNorm` as a function of its parameters {'scale', 'offset'}, for code that reads
+  a module's parameters directly (e.g. a chunked path that slices them)."""
+  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+  y = (x32 - mean) * jax.lax.rsqrt(var + eps) * params['scale'] + params['offset']
+  return y.astype(x.dtype)
 
 
 def mask_to_bias(mask: jax.Array, dtype: Any) -> jax.Array:
@@ -99,29 +105,88 @@ def residual_dropout(x: jax.Array, rate: float, shared_axis: int | None,
   return nn.Dropout(rate=rate, broadcast_dims=dims)(x, deterministic=False)
 
 
-def chunked(module: nn.Module, fn: Callable[..., Any], chunk_size: int | None,
-            batched: Sequence[jax.Array], unbatched: Sequence[Any] = ()) -> Any:
-  """fn(module, *batched, *unbatched) computed `chunk_size` slices of axis 0 at a time.
+def take_chunk(x: jax.Array, start: jax.Array | int, size: int, axis: int) -> jax.Array:
+  """x[start:start + size] along `axis`, that axis moved to the front."""
+  return jnp.moveaxis(jax.lax.dynamic_slice_in_dim(x, start, size, axis), axis, 0)
 
-  AlphaFold's inference subbatching: `fn` must treat each slice of axis 0 independently,
-  so results equal one unchunked call and only peak memory changes. `fn` may call Flax
-  submodules of `module`: the loop is a Flax-lifted scan with the parameters broadcast to
-  every chunk, so the parameter tree is that of one call. The last chunk is zero-padded
-  and its padding discarded.
+
+def put_chunk(out: jax.Array, chunk: jax.Array, start: jax.Array | int, axis: int) -> jax.Array:
+  """`out` with the chunk (its chunk axis first) written at start along `axis`."""
+  return jax.lax.dynamic_update_slice_in_dim(out, jnp.moveaxis(chunk, 0, axis), start, axis)
+
+
+def chunk_starts(n: int, chunk_size: int) -> tuple[int, Callable[[jax.Array], jax.Array]]:
+  """(number of chunks, start of chunk i) covering n rows in chunks of `chunk_size` <= n.
+
+  The last chunk is shifted back to end at row n, overlapping its neighbour instead of
+  being padded: its rows are computed twice, identically, and nothing is padded or copied.
   """
-  n = batched[0].shape[0]
+  return -(-n // chunk_size), lambda i: jnp.minimum(i * chunk_size, n - chunk_size)
+
+
+def _whole(chunk: jax.Array, n: int, axis: int) -> jax.Array:
+  """The first chunk (its chunk axis first) padded into a result of n rows along `axis`.
+
+  Padding a computed chunk, not writing it into zeros, matters: XLA shares one buffer among
+  equal zero constants and keeps it alive from its first use to its last, and copies it
+  into each loop that writes into it.
+  """
+  chunk = jnp.moveaxis(chunk, 0, axis)
+  widths = [(0, 0)] * chunk.ndim
+  widths[axis] = (0, n - chunk.shape[axis])
+  return jnp.pad(chunk, widths)
+
+
+def map_chunks(fn: Callable[[jax.Array], Any], n: int, chunk_size: int, out_axis: int = 0
+               ) -> Any:
+  """The result whose rows [start, start + chunk_size) along `out_axis` are fn(start).
+
+  fn(start) returns a tree of chunks, the chunk axis first; chunks overlap at the end
+  (`chunk_starts`). A plain-JAX loop for functions of arrays, not of Flax submodules.
+  """
+  num_chunks, start_of = chunk_starts(n, chunk_size)
+  out = jax.tree.map(lambda y: _whole(y, n, out_axis), fn(0))
+
+  def body(i, out):
+    start = start_of(i)
+    return jax.tree.map(lambda o, y: put_chunk(o, y, start, out_axis), out, fn(start))
+
+  return jax.lax.fori_loop(1, num_chunks, body, out)
+
+
+def chunked(module: nn.Module, fn: Callable[..., Any], chunk_size: int | None,
+            batched: Sequence[jax.Array], unbatched: Sequence[Any] = (),
+            axis: int | Sequence[int] = 0, out_axis: int | None = None) -> Any:
+  """fn(module, *batched, *unbatched) computed `chunk_size` slices at a time.
+
+  AlphaFold's inference subbatching: `fn` must treat each slice independently, so results
+  equal one unchunked call and only peak memory changes. Each batched array is sliced along
+  `axis` (one for all, or one per array) and `fn` sees the slice with that axis first; it
+  returns arrays (any tree) whose first axis is the chunk's, which land at `out_axis` of the
+  result (default: the first batched array's axis). Only one chunk of inputs and outputs
+  exists besides the whole result: slices are read and written in place, never padded or
+  transposed as a whole. `fn` may call Flax submodules of `module`: the loop is a
+  Flax-lifted scan with the parameters broadcast to every chunk, so the parameter tree is
+  that of one call.
+  """
+  axes = [axis] * len(batched) if isinstance(axis, int) else list(axis)
+  out_axis = axes[0] if out_axis is None else out_axis
+  n = batched[0].shape[axes[0]]
+
+  def run(mdl, start, size):
+    return fn(mdl, *(take_chunk(x, start, size, a) for x, a in zip(batched, axes)), *unbatched)
+
   if chunk_size is None or chunk_size >= n or module.is_initializing():
-    return fn(module, *batched, *unbatched)
-  num_chunks = -(-n // chunk_size)
-  pad = num_chunks * chunk_size - n
+    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, out_axis), run(module, 0, n))
+  num_chunks, start_of = chunk_starts(n, chunk_size)
+  # The first chunk runs outside the loop: it gives the result's shapes.
+  out = jax.tree.map(lambda y: _whole(y, n, out_axis), run(module, 0, chunk_size))
 
-  def split(x):
-    x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    return x.reshape((num_chunks, chunk_size) + x.shape[1:])
-
-  def body(mdl, carry, xs):
-    return carry, fn(mdl, *xs, *unbatched)
+  def body(mdl, out, i):
+    start = start_of(i)
+    return jax.tree.map(lambda o, y: put_chunk(o, y, start, out_axis), out,
+                        run(mdl, start, chunk_size)), None
 
   scan = nn.scan(body, variable_broadcast='params', split_rngs={'params': False})
-  _, out = scan(module, None, tuple(split(x) for x in batched))
-  return jax.tree.map(lambda y: y.reshape((num_chunks * chunk_size,) + y.shape[2:])[:n], out)
+  out, _ = scan(module, out, jnp.arange(1, num_chunks))
+  return out

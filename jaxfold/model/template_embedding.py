@@ -167,19 +167,27 @@ class TemplateEmbedding(nn.Module):
         self, lambda _, *feats: embed_all(single, feats), 1 if gc.subbatch_size else None,
         [templates[k] for k in TEMPLATE_PAIR_FEATURES])
 
-    # Each pair position attends over the templates at that position (Alg. 17).
-    flat_query = query_embedding.reshape(num_res * num_res, 1, query_channels)
-    flat_templates = jnp.moveaxis(template_pair, 0, 2).reshape(
-        num_res * num_res, num_templates, template_pair.shape[-1])
-    bias = jnp.broadcast_to(mask_to_bias(template_mask, dtype),
-                            (num_res * num_res, 1, 1, num_templates))
+    # Each pair position attends over the templates at that position (Alg. 17), a chunk of
+    # pair rows at a time with `pair_chunk_size` (queries and templates sliced in place).
+    mask_bias = mask_to_bias(template_mask, dtype)
     attention_gc = dataclasses.replace(
         gc, subbatch_size=c.subbatch_size if gc.subbatch_size else None)
-    embedding = Attention(num_head=c.attention.num_head, output_dim=query_channels,
+    attention = Attention(num_head=c.attention.num_head, output_dim=query_channels,
                           key_dim=c.attention.key_dim, value_dim=c.attention.value_dim,
                           gating=c.attention.gating, global_config=attention_gc,
-                          name='attention')(flat_query, flat_templates, bias)
-    embedding = embedding.reshape(num_res, num_res, query_channels)
+                          name='attention')
+
+    def rows(_, query_rows: jax.Array, template_rows: jax.Array) -> jax.Array:
+      # query_rows [r, N, c_z]; template_rows [r, T, N, c_t] -> one query per pair position.
+      r = query_rows.shape[0]
+      flat_query = query_rows.reshape(r * num_res, 1, query_channels)
+      flat_templates = jnp.moveaxis(template_rows, 1, 2).reshape(
+          r * num_res, num_templates, template_rows.shape[-1])
+      bias = jnp.broadcast_to(mask_bias, (r * num_res, 1, 1, num_templates))
+      return attention(flat_query, flat_templates, bias).reshape(r, num_res, query_channels)
+
+    embedding = chunked(self, rows, gc.pair_chunk_size, [query_embedding, template_pair],
+                        axis=(0, 1))
     # Without any template the update is exactly zero (and so is its gradient).
     return embedding * (jnp.sum(template_mask) > 0).astype(dtype)
 

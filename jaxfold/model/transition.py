@@ -26,7 +26,7 @@ class Transition(nn.Module):
   """LayerNorm, Linear to factor*C, ReLU, Linear back to C (Suppl. Alg. 9 / 15).
 
   Input act [N_seq, N_res, c_m] or [N_res, N_res, c_z]; output the update, same shape.
-  Chunked over axis 0 when `global_config.subbatch_size` is set.
+  Chunked over axis 0, layer norm included, when `global_config.subbatch_size` is set.
   """
   config: TransitionConfig = TransitionConfig()
   global_config: GlobalConfig = GlobalConfig()
@@ -34,12 +34,12 @@ class Transition(nn.Module):
   @nn.compact
   def __call__(self, act: jax.Array) -> jax.Array:
     channels = act.shape[-1]
-    act = LayerNorm(name='input_layer_norm')(act)
+    norm = LayerNorm(name='input_layer_norm')
     hidden = Linear(int(channels * self.config.num_intermediate_factor), initializer='relu',
                     name='transition1')
     out = Linear(channels, initializer=self.global_config.final_init, name='transition2')
 
     def mlp(_, x: jax.Array) -> jax.Array:
-      return out(jax.nn.relu(hidden(x)))
+      return out(jax.nn.relu(hidden(norm(x))))
 
     return chunked(self, mlp, self.global_config.subbatch_size, [act])

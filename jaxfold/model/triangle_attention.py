@@ -8,7 +8,6 @@ edge ij attends over edges kj, biased by ki).
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxfold.model.axial_attention import AttentionConfig, attend_along_rows, pair_bias
 from jaxfold.model.global_config import GlobalConfig
@@ -28,11 +27,9 @@ class TriangleAttention(nn.Module):
 
   @nn.compact
   def __call__(self, pair: jax.Array, pair_mask: jax.Array) -> jax.Array:
-    # The ending-node variant is the starting-node one applied to the transposed pair.
-    transpose = self.config.orientation == 'per_column'
-    if transpose:
-      pair, pair_mask = jnp.swapaxes(pair, 0, 1), jnp.swapaxes(pair_mask, 0, 1)
-    pair = LayerNorm(name='query_norm')(pair)
-    bias = pair_bias(self, pair, self.config.num_head)
-    update = attend_along_rows(pair, pair_mask, self.config, self.global_config, bias)
-    return jnp.swapaxes(update, 0, 1) if transpose else update
+    # The ending-node variant is the starting-node one on the transposed pair, read by columns.
+    axis = 1 if self.config.orientation == 'per_column' else 0
+    norm = LayerNorm(name='query_norm')
+    bias = pair_bias(self, pair, self.config.num_head, norm, self.global_config, axis)
+    return attend_along_rows(self, pair, pair_mask, self.config, self.global_config, norm,
+                             bias, axis)
