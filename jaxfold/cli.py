@@ -215,7 +215,7 @@ def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
 
 def _predict(args: argparse.Namespace) -> None:
   import jax  # pylint: disable=import-outside-toplevel
-  from jaxfold import prediction_outputs  # pylint: disable=import-outside-toplevel
+  from jaxfold import inference, memory_plan, prediction_outputs  # pylint: disable=import-outside-toplevel
   from jaxfold.model.alphafold import AlphaFold  # pylint: disable=import-outside-toplevel
   from jaxfold.model.global_config import GlobalConfig  # pylint: disable=import-outside-toplevel
   progress = _Progress(args.quiet)
@@ -227,20 +227,32 @@ def _predict(args: argparse.Namespace) -> None:
       raise FileNotFoundError(f'{path}: no such file')
   if args.fasta and args.msa_dir is None:
     raise ValueError(f'{args.fasta}: --fasta needs --msa-dir (its precomputed alignments)')
-  if args.subbatch_size < 0:
-    raise ValueError(f'--subbatch-size {args.subbatch_size}: must be 0 (one piece) or more')
+  for flag, value in (('--subbatch-size', args.subbatch_size),
+                      ('--pair-chunk-size', args.pair_chunk_size)):
+    if value < 0:
+      raise ValueError(f'{flag} {value}: must be 0 (one piece) or more')
+  budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   progress(f'reading parameters {args.params}')
   tree, preset_name, config = _load_params(args.params, args.preset)
   num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
   batch = _prediction_batch(args, config, num_recycle, progress)
-  model = AlphaFold(config.model, GlobalConfig(
-      dtype=args.dtype, subbatch_size=args.subbatch_size or None, attention=args.attention))
+  if budget is None:
+    global_config = GlobalConfig(dtype=args.dtype, subbatch_size=args.subbatch_size or None,
+                                 attention=args.attention,
+                                 pair_chunk_size=args.pair_chunk_size or None)
+  else:
+    shapes = memory_plan.Shapes(preset_name, batch['aatype'].shape[1],
+                                batch['msa_feat'].shape[1], batch['extra_msa'].shape[1],
+                                batch.get('template_mask', np.zeros((1, 0))).shape[1],
+                                num_recycle, args.dtype)
+    progress(f'choosing settings that fit {args.budget} (one compiled plan per settings)')
+    global_config = memory_plan.choose(shapes, budget, progress).global_config
+  model = AlphaFold(config.model, global_config)
   progress(f'predicting {name}: {batch["aatype"].shape[1]} residues, {preset_name}, '
            f'{num_recycle} recycling iterations, {args.dtype}, subbatch '
-           f'{args.subbatch_size or "off"}, {args.attention} attention')
-  run = jax.jit(lambda params, batch: model.apply(
-      {'params': params}, batch, num_recycle=num_recycle,
-      return_representations=args.save_representations))
+           f'{global_config.subbatch_size or "off"}, pair chunk '
+           f'{global_config.pair_chunk_size or "off"}, {global_config.attention} attention')
+  run = jax.jit(inference.prediction_fn(model, num_recycle, args.save_representations))
   outputs = jax.tree.map(np.asarray, run(tree, batch))
   progress(f'writing {args.output}')
   written = prediction_outputs.write_prediction(
@@ -251,6 +263,49 @@ def _predict(args: argparse.Namespace) -> None:
   if 'ptm' in metrics:
     summary += f', pTM {float(metrics["ptm"]):.4f}'
   progress(f'done: {summary}; wrote {", ".join(str(p) for p in written.values())}')
+
+
+def _plan(args: argparse.Namespace) -> None:
+  from jaxfold import memory_plan  # pylint: disable=import-outside-toplevel
+  if args.longest and args.budget is None:
+    raise ValueError('--longest needs --budget (the memory to fit)')
+  if args.length is None and not args.longest:
+    raise ValueError('--length is required (or --longest with --budget)')
+  if args.settings and args.budget and not args.longest:
+    raise ValueError('--settings and --budget: give one (--budget chooses the settings)')
+  if args.settings:
+    memory_plan.global_config(args.settings)  # an unknown name fails before any compilation
+  budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
+  progress = _Progress(args.quiet)
+  shapes = memory_plan.preset_shapes(
+      args.preset, memory_plan.LENGTH_STEP if args.length is None else args.length,
+      msa_clusters=args.msa_clusters, extra_msa=args.extra_msa, templates=args.templates,
+      num_recycle=args.num_recycle, dtype=args.dtype)
+  if args.longest:
+    progress(f'longest sequence within {args.budget}: planning lengths '
+             f'(one compilation each, about 20-60 s)')
+    result = memory_plan.longest(shapes, budget, args.settings or 'leanest', progress)
+  elif budget is not None:
+    result = memory_plan.choose(shapes, budget, progress)
+  else:
+    progress(f'compiling the prediction of {shapes.describe()}')
+    result = memory_plan.plan(shapes, args.settings or memory_plan.DEFAULT_SETTINGS)
+  if args.json:
+    print(json.dumps({**result.as_dict(), 'budget_bytes': budget, 'longest': args.longest}))
+    return
+  gc = result.global_config
+  print(result.shapes.describe())
+  print(f'settings {result.settings}: subbatch {gc.subbatch_size or "off"}, pair chunk '
+        f'{gc.pair_chunk_size or "off"}, attention {gc.attention}'
+        + (f' (blocks of {gc.attention_chunk_size})' if gc.attention == 'chunked' else ''))
+  for label, value in (('arguments', result.argument_bytes), ('outputs', result.output_bytes),
+                       ('temporaries', result.temp_bytes), ('aliased', -result.alias_bytes),
+                       ('total', result.total_bytes)):
+    print(f'  {label:<12} {memory_plan.gib(value):>12}')
+  if args.longest:
+    print(f'longest within {args.budget}: {result.shapes.length:,} residues '
+          f'(to {memory_plan.LENGTH_STEP}; {result.shapes.length + memory_plan.LENGTH_STEP:,} '
+          f'do not fit)')
 
 
 def _data_features(args: argparse.Namespace) -> None:
@@ -511,11 +566,47 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--attention', choices=IMPLEMENTATIONS, default='xla',
                        help="attention kernel: 'xla' (AlphaFold's, default) or 'chunked' "
                             '(online softmax over query and key chunks)')
+  predict.add_argument('--pair-chunk-size', type=int, default=64,
+                       help='compute triangle multiplication, the pair biases and the template '
+                            'attention this many pair rows at a time: the same result without '
+                            'whole N x N intermediates (default 64; 0: in one piece)')
+  predict.add_argument('--budget',
+                       help='memory to fit (e.g. 40GiB): compile the memory plan of each of '
+                            '`jaxfold plan`\'s settings, least chunked first, and predict with '
+                            'the first that fits (overrides --subbatch-size, --pair-chunk-size '
+                            'and --attention)')
   predict.add_argument('--save-representations', action='store_true',
                        help='also store msa_first_row, pair and single in outputs.npz')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace existing prediction files in the output directory')
   predict.set_defaults(run=_predict)
+
+  plan = commands.add_parser(
+      'plan', help='will N residues fit? the compiled memory plan of a prediction',
+      description='Compiles the prediction jaxfold predict would run, on abstract inputs '
+                  '(nothing is allocated or run), and prints XLA\'s memory plan: arguments, '
+                  'outputs, temporaries and the total. Settings, least chunked first: '
+                  'one_piece, alphafold (AlphaFold\'s subbatches), lean (predict\'s default: '
+                  'and the pair in row chunks), leanest (and attention in blocks). The plan is '
+                  'this machine\'s compiler\'s; a GPU\'s or TPU\'s differs somewhat.')
+  plan.add_argument('--preset', required=True, help=f'model preset ({", ".join(PRESETS)})')
+  plan.add_argument('--length', type=int, help='residues')
+  plan.add_argument('--msa-clusters', type=int,
+                    help='MSA clusters (default: the preset\'s, less its template rows)')
+  plan.add_argument('--extra-msa', type=int, help='extra MSA sequences (default: the preset\'s)')
+  plan.add_argument('--templates', type=int, help='templates (default: the preset\'s, 4)')
+  plan.add_argument('--num-recycle', type=int,
+                    help='recycling iterations (default: the preset\'s; sets the batch\'s '
+                         'recycling slices)')
+  plan.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  plan.add_argument('--settings', help='plan these settings (default: lean, or leanest with '
+                                       '--longest)')
+  plan.add_argument('--budget', help='memory to fit, e.g. 40GiB, 16G, 80GB: plan the settings '
+                                     'least chunked first and report the first that fits')
+  plan.add_argument('--longest', action='store_true',
+                    help='with --budget: the longest sequence (to 32 residues) that fits')
+  plan.add_argument('--json', action='store_true', help='print the plan as one JSON object')
+  plan.set_defaults(run=_plan)
 
   train = commands.add_parser(
       'train', help='train AlphaFold2 (from scratch, or fine-tune AlphaFold / OpenFold weights)',

@@ -284,13 +284,15 @@ def test_predict_from_checkpoint_gives_identical_outputs(npz_prediction, checkpo
 
 def test_predict_in_one_piece_with_chunked_attention_gives_the_same_structure(
     npz_prediction, weights_npz, batch_npz, tmp_path):
-  """The default subbatches of 4 change memory, not the prediction: one piece with the
-  chunked attention kernel agrees within float32 rounding."""
+  """The default chunks (subbatches of 4, the pair 64 rows at a time: 73 residues make two
+  overlapping chunks) change memory, not the prediction: one piece with the chunked attention
+  kernel agrees within float32 rounding."""
   output = tmp_path / 'out'
   run = _run(_predict_argv(weights_npz, batch_npz, output, '--preset', PRESET, '--name', NAME,
-                           '--subbatch-size', '0', '--attention', 'chunked'))
+                           '--subbatch-size', '0', '--pair-chunk-size', '0',
+                           '--attention', 'chunked'))
   assert run.status == 0, run.stderr
-  assert 'subbatch off, chunked attention' in run.stderr
+  assert 'subbatch off, pair chunk off, chunked attention' in run.stderr
   with np.load(npz_prediction[0] / 'outputs.npz') as default, \
        np.load(output / 'outputs.npz') as one_piece:
     for key in ('final_atom_positions', 'plddt', 'predicted_aligned_error'):

@@ -1,0 +1,216 @@
+"""Will N residues fit? The compiled memory plan of a prediction, and settings for a budget.
+
+XLA plans every buffer of a compiled program before running it: lowering the prediction on
+abstract inputs (`jax.jit(f).lower(shapes).compile().memory_analysis()`) gives its argument,
+output, temporary and aliased bytes without allocating anything, on any machine. The plan is
+that of this backend's compiler (the CPU's here; a GPU's or TPU's fuses and pads differently),
+of the whole prediction as `jaxfold predict` compiles it: the preset's parameters, a batch of
+its recycling slices, the recycling loop, and the outputs predict writes.
+
+The settings are named levels of chunking (`SETTINGS`), from the fewest loop iterations to the
+most. Fewer, larger pieces keep an accelerator busiest, so `choose` takes the first level
+whose plan fits the budget; `longest` finds the longest sequence the leanest level fits.
+"""
+
+import dataclasses
+import math
+import re
+import time
+from typing import Any
+
+import jax
+
+from jaxfold import inference
+from jaxfold.model import config as config_lib
+from jaxfold.model.alphafold import AlphaFold, feature_shapes
+from jaxfold.model.global_config import GlobalConfig
+
+# Named settings, least chunked first (GlobalConfig fields).
+SETTINGS: dict[str, dict[str, Any]] = {
+    # Every layer in one piece: the most memory, the fewest loop iterations.
+    'one_piece': {},
+    # AlphaFold's own low-memory inference: attention, transitions and the outer product mean
+    # 4 rows at a time.
+    'alphafold': {'subbatch_size': 4},
+    # And the pair's projections, triangle multiplication and template attention 64 pair rows
+    # at a time: besides the pair, no whole N x N x c intermediate but the triangle product.
+    'lean': {'subbatch_size': 4, 'pair_chunk_size': 64},
+    # And the attention logits in 256 x 256 blocks (online softmax).
+    'leanest': {'subbatch_size': 4, 'pair_chunk_size': 64, 'attention': 'chunked',
+                'attention_chunk_size': 256},
+}
+DEFAULT_SETTINGS = 'lean'
+# `longest` reports lengths to this many residues.
+LENGTH_STEP = 32
+
+_UNITS = {'': 1, 'b': 1, 'k': 2**10, 'm': 2**20, 'g': 2**30, 't': 2**40,
+          'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40,
+          'kb': 10**3, 'mb': 10**6, 'gb': 10**9, 'tb': 10**12}
+
+
+def parse_bytes(text: str) -> int:
+  """'40GiB', '40G' (binary), '40GB' (decimal), '512MiB', '1e9' -> bytes."""
+  match = re.fullmatch(r'\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([a-zA-Z]*)\s*', text)
+  unit = match and match.group(2).lower()
+  if not match or unit not in _UNITS or float(match.group(1)) <= 0:
+    raise ValueError(f'memory budget {text!r}: expected a positive size such as 40GiB, 16G, '
+                     f'80GB or 512MiB')
+  return int(float(match.group(1)) * _UNITS[unit])
+
+
+def gib(num_bytes: float) -> str:
+  return f'{num_bytes / 2**30:.2f} GiB'
+
+
+def global_config(settings: str, dtype: str = 'float32') -> GlobalConfig:
+  if settings not in SETTINGS:
+    raise ValueError(f'unknown settings {settings!r}; choose one of {", ".join(SETTINGS)}')
+  return GlobalConfig(dtype=dtype, **SETTINGS[settings])
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+  """What a prediction's memory depends on besides the settings."""
+  preset: str
+  length: int
+  msa_clusters: int
+  extra_msa: int
+  templates: int
+  num_recycle: int
+  dtype: str = 'float32'
+
+  def describe(self) -> str:
+    return (f'{self.preset}, {self.length:,} residues, {self.msa_clusters:,} MSA clusters, '
+            f'{self.extra_msa:,} extra sequences, {self.templates} templates, {self.dtype}, '
+            f'{self.num_recycle} recycling iterations')
+
+
+def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
+                  extra_msa: int | None = None, templates: int | None = None,
+                  num_recycle: int | None = None, dtype: str = 'float32') -> Shapes:
+  """The shapes `jaxfold predict` gives the model for a sequence of `length` residues with full
+  alignments: the preset's MSA sizes unless given (MSA clusters as the batch holds them, less
+  the template rows where the preset makes room for them)."""
+  config = config_lib.preset(preset)
+  data, template = config.data, config.model.embeddings_and_evoformer.template
+  for name, value in (('length', length), ('msa clusters', msa_clusters),
+                      ('extra MSA sequences', extra_msa)):
+    if value is not None and value < 1:
+      raise ValueError(f'{name} {value}: must be at least 1')
+  if templates is not None and templates < 0:
+    raise ValueError(f'templates {templates}: must be 0 or more')
+  templates = (data.eval.max_templates if template.enabled else 0) if templates is None else templates
+  if msa_clusters is None:
+    msa_clusters = data.eval.max_msa_clusters
+    if data.common.reduce_msa_clusters_by_max_templates and template.enabled:
+      msa_clusters -= templates
+  return Shapes(preset, length, msa_clusters,
+                data.common.max_extra_msa if extra_msa is None else extra_msa,
+                max(templates, 1) if template.enabled else 0,
+                config.model.num_recycle if num_recycle is None else num_recycle, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """XLA's plan of one compiled prediction, in bytes."""
+  shapes: Shapes
+  settings: str
+  global_config: GlobalConfig
+  argument_bytes: int
+  output_bytes: int
+  temp_bytes: int
+  alias_bytes: int
+  compile_seconds: float
+
+  @property
+  def total_bytes(self) -> int:
+    """Arguments, outputs and temporaries, less outputs written into donated arguments."""
+    return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
+
+  def as_dict(self) -> dict[str, Any]:
+    return {**dataclasses.asdict(self.shapes), 'settings': self.settings,
+            'global_config': dataclasses.asdict(self.global_config),
+            'argument_bytes': self.argument_bytes, 'output_bytes': self.output_bytes,
+            'temp_bytes': self.temp_bytes, 'alias_bytes': self.alias_bytes,
+            'total_bytes': self.total_bytes, 'compile_seconds': round(self.compile_seconds, 1)}
+
+
+def plan(shapes: Shapes, settings: str = DEFAULT_SETTINGS) -> Plan:
+  """Compiles the prediction of `shapes` under `settings` on abstract inputs; runs nothing."""
+  gc = global_config(settings, shapes.dtype)
+  model_config = config_lib.preset(shapes.preset).model
+  model = AlphaFold(model_config, gc)
+  num_slices = shapes.num_recycle + 1 if model_config.resample_msa_in_recycling else 1
+  batch = feature_shapes(model_config, shapes.length, shapes.msa_clusters, shapes.extra_msa,
+                         num_templates=max(shapes.templates, 1), num_slices=num_slices)
+  one_slice = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in batch.items()}
+  params = jax.eval_shape(model.init, jax.random.key(0), one_slice)['params']
+  start = time.perf_counter()
+  run = inference.prediction_fn(model, shapes.num_recycle)
+  memory = jax.jit(run).lower(params, batch).compile().memory_analysis()
+  return Plan(shapes, settings, gc, memory.argument_size_in_bytes, memory.output_size_in_bytes,
+              memory.temp_size_in_bytes, memory.alias_size_in_bytes,
+              time.perf_counter() - start)
+
+
+def choose(shapes: Shapes, budget: int, progress=lambda message: None) -> Plan:
+  """The plan of the least chunked settings that fit `budget` bytes; ValueError if none does."""
+  for settings in SETTINGS:
+    result = plan(shapes, settings)
+    fits = result.total_bytes <= budget
+    progress(f'settings {settings}: {gib(result.total_bytes)} '
+             f'{"fits" if fits else "does not fit"} {gib(budget)}')
+    if fits:
+      return result
+  raise ValueError(f'{shapes.length:,} residues do not fit {gib(budget)}: the leanest settings '
+                   f'({settings}) plan {gib(result.total_bytes)}')
+
+
+def longest(shapes: Shapes, budget: int, settings: str = 'leanest',
+            progress=lambda message: None, plans: dict[int, Plan] | None = None) -> Plan:
+  """The plan of the longest sequence (to LENGTH_STEP residues) that `settings` fit in budget.
+
+  Memory grows as a quadratic in the length; one is fitted through the three longest plans,
+  its root at the budget is planned, and the lengths around it are planned until the last
+  that fits is LENGTH_STEP short of one that does not. Every reported length is a compiled
+  plan. `plans` (length -> Plan of these shapes and settings) are reused, and new ones added.
+  """
+  plans = {} if plans is None else plans
+
+  def measure(length: int) -> Plan:
+    if length not in plans:
+      plans[length] = plan(dataclasses.replace(shapes, length=length), settings)
+      progress(f'{length:,} residues: {gib(plans[length].total_bytes)}')
+    return plans[length]
+
+  for length in (LENGTH_STEP * 4, LENGTH_STEP * 8, LENGTH_STEP * 16):
+    if len(plans) < 3:
+      measure(length)
+  if all(p.total_bytes > budget for p in plans.values()) and (
+      measure(LENGTH_STEP).total_bytes > budget):
+    raise ValueError(f'not even {LENGTH_STEP} residues fit {gib(budget)} with settings '
+                     f'{settings}: they plan {gib(plans[LENGTH_STEP].total_bytes)}')
+  while True:
+    good = max(n for n, p in plans.items() if p.total_bytes <= budget)
+    bad = min((n for n, p in plans.items() if p.total_bytes > budget), default=None)
+    if bad is not None and bad - good <= LENGTH_STEP:
+      return plans[good]
+    guess = _quadratic_root([plans[n] for n in sorted(plans)[-3:]], budget)
+    guess = max(good + LENGTH_STEP, guess // LENGTH_STEP * LENGTH_STEP)
+    if bad is not None:
+      guess = min(guess, bad - LENGTH_STEP)
+    if measure(guess).total_bytes <= budget:
+      measure(guess + LENGTH_STEP)
+    # Otherwise the next round's guess comes from a fit that includes this failure.
+
+
+def _quadratic_root(points: list[Plan], budget: int) -> int:
+  """The length where the quadratic through three (length, total bytes) points meets budget."""
+  (x0, y0), (x1, y1), (x2, y2) = ((p.shapes.length, p.total_bytes) for p in points)
+  # Newton's divided differences: y = y0 + b (x - x0) + a (x - x0)(x - x1).
+  b01, b12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+  a = (b12 - b01) / (x2 - x0)
+  b, c = b01 - a * (x0 + x1), y0 - b01 * x0 + a * x0 * x1
+  if a <= 0:
+    return int((budget - c) / b) if b > 0 else x2 * 2
+  return int((-b + math.sqrt(max(b * b - 4 * a * (c - budget), 0.0))) / (2 * a))
