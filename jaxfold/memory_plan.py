@@ -170,8 +170,8 @@ def longest(shapes: Shapes, budget: int, settings: str = 'leanest',
             progress=lambda message: None, plans: dict[int, Plan] | None = None) -> Plan:
   """The plan of the longest sequence (to LENGTH_STEP residues) that `settings` fit in budget.
 
-  Memory grows as a quadratic in the length; one is fitted through the three longest plans,
-  its root at the budget is planned, and the lengths around it are planned until the last
+  Memory grows about as a quadratic in the length; one is fitted through the three plans
+  nearest the boundary, its root at the budget is planned, and the lengths around it are planned until the last
   that fits is LENGTH_STEP short of one that does not. Every reported length is a compiled
   plan. `plans` (length -> Plan of these shapes and settings) are reused, and new ones added.
   """
@@ -195,7 +195,11 @@ def longest(shapes: Shapes, budget: int, settings: str = 'leanest',
     bad = min((n for n, p in plans.items() if p.total_bytes > budget), default=None)
     if bad is not None and bad - good <= LENGTH_STEP:
       return plans[good]
-    guess = _quadratic_root([plans[n] for n in sorted(plans)[-3:]], budget)
+    # The quadratic through the three plans nearest the boundary (memory is not exactly
+    # quadratic: layouts and chunk counts change with the length).
+    middle = good if bad is None else (good + bad) / 2
+    nearest = sorted(sorted(plans, key=lambda n: abs(n - middle))[:3])
+    guess = _quadratic_root([plans[n] for n in nearest], budget)
     guess = max(good + LENGTH_STEP, guess // LENGTH_STEP * LENGTH_STEP)
     if bad is not None:
       guess = min(guess, bad - LENGTH_STEP)

@@ -4,7 +4,8 @@ The shared core of Jumper et al. (2021) Suppl. Alg. 7 'MSARowAttentionWithPairBi
 Alg. 8 'MSAColumnAttention', Alg. 13 'TriangleAttentionStartingNode' and Alg. 14
 'TriangleAttentionEndingNode': each row of an [A, B, C] tensor attends over its B entries
 with a key mask, and an optional per-head bias [heads, B, B] projected from a pair
-representation. Column variants transpose their input first.
+representation. Column variants read their input by columns (`axis=1`), a chunk at a time
+when chunked, so the whole input is never transposed.
 """
 
 import dataclasses
