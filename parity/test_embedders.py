@@ -14,6 +14,7 @@ import pytest
 from alphafold.model import modules as af
 
 from jaxfold.model import embedders
+from jaxfold.model.global_config import GlobalConfig
 from jaxfold.model.template_embedding import TemplateTorsionEmbedder
 from jaxfold.parity.alphafold_reference import flax_params
 from trunk_reference import alphafold_trunk_run, processed_batch, trunk_config
@@ -51,27 +52,32 @@ def test_extra_msa_feature(parity, shared_dir):
                af.create_extra_msa_feature({k: batch[k] for k in keys}), tol=0.0)
 
 
-def test_input_and_recycling_embedders(parity, reference):
+@pytest.mark.parametrize('pair_chunk_size', [None, 5])
+def test_input_and_recycling_embedders(parity, reference, pair_chunk_size):
   """MSA: rows of the first Evoformer block's input; pair: the extra-MSA stack's input
-  less AlphaFold's own template update (compared on its own in test_template_embedding)."""
+  less AlphaFold's own template update (compared on its own in test_template_embedding).
+  In one piece, and 5 pair rows at a time (16 residues: the last chunk overlaps)."""
   batch, variables, captures = reference
   cfg = trunk_config()[0]
+  gc = GlobalConfig(pair_chunk_size=pair_chunk_size)
 
   @jax.jit
   def embed(variables, batch):
     msa, pair = embedders.InputEmbedder(cfg.msa_channel, cfg.pair_channel,
-                                        cfg.max_relative_feature).apply(
+                                        cfg.max_relative_feature, gc).apply(
         variables, batch['target_feat'], batch['msa_feat'], batch['residue_index'])
-    return embedders.RecyclingEmbedder(cfg.pair_channel,
-                                       embedders.DgramConfig(**cfg.prev_pos)).apply(
+    return embedders.RecyclingEmbedder(cfg.pair_channel, embedders.DgramConfig(**cfg.prev_pos),
+                                       global_config=gc).apply(
         variables, msa, pair, batch['aatype'], batch['prev_pos'], batch['prev_msa_first_row'],
         batch['prev_pair'])
 
   msa, pair = embed(variables, batch)
   num_seq = batch['msa_feat'].shape[0]
-  parity.check('input+recycling embedding: msa',
+  name = f'(pair_chunk={pair_chunk_size})'
+  parity.check('input+recycling embedding: msa' + name,
                msa, captures['evoformer_iteration']['activations']['msa'][:num_seq])
-  parity.check('input+relpos+recycling embedding: pair', pair + captures['template_embedding'],
+  parity.check('input+relpos+recycling embedding: pair' + name,
+               pair + captures['template_embedding'],
                captures['extra_msa_stack']['activations']['pair'])
 
 

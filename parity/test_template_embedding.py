@@ -77,9 +77,13 @@ def _ours(params, inputs, subbatch_size=None, pair_chunk_size=None):
 
 @pytest.mark.parametrize('template_mask', [(1.0, 0.0), (1.0, 1.0)])
 def test_template_embedding(parity, params, shared_dir, template_mask):
+  """In one piece, and streamed (templates one at a time, never stacked, the softmax over them
+  online; 16 residues in pair chunks of 7, the last overlapping)."""
   inputs = _inputs(shared_dir, template_mask)
   ref = apply_reference(_reference_template_embedding, params, inputs)
   parity.check(f'template_embedding(template_mask={template_mask})', _ours(params, inputs), ref)
+  parity.check(f'template_embedding(template_mask={template_mask}, streamed)',
+               _ours(params, inputs, 4, 7), ref)
 
 
 def test_template_embedding_chunked(parity, params, shared_dir):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxfold.common import residue_constants
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import LayerNorm, Linear
+from jaxfold.model.primitives import LayerNorm, Linear, chunked
 
 # Upper edge of the last distogram bin: every larger distance falls into it.
 _LAST_BIN_UPPER_SQUARED = 1e8
@@ -53,15 +53,18 @@ class ParentScoped(nn.Module):
       nn.share_scope(self, self.parent)
 
 
-def dgram_from_positions(positions: jax.Array, config: DgramConfig) -> jax.Array:
+def dgram_from_positions(positions: jax.Array, config: DgramConfig,
+                         rows: jax.Array | None = None) -> jax.Array:
   """One-hot distance bins between all pairs of points: [..., N, 3] -> [..., N, N, num_bins].
 
   Bins are compared on squared distances (no square root); a distance exactly on an edge
-  belongs to no bin, as in AlphaFold.
+  belongs to no bin, as in AlphaFold. `rows` [..., R, 3] (default: all points) gives the
+  rows' points, for a chunk of rows [..., R, N, num_bins].
   """
+  rows = positions if rows is None else rows
   lower = jnp.square(jnp.linspace(config.min_bin, config.max_bin, config.num_bins))
   upper = jnp.concatenate([lower[1:], jnp.array([_LAST_BIN_UPPER_SQUARED], lower.dtype)])
-  diff = positions[..., :, None, :] - positions[..., None, :, :]
+  diff = rows[..., :, None, :] - positions[..., None, :, :]
   dist2 = jnp.sum(jnp.square(diff), axis=-1, keepdims=True)
   return ((dist2 > lower) & (dist2 < upper)).astype(jnp.float32)
 
@@ -84,10 +87,14 @@ def pseudo_beta_fn(aatype: jax.Array, all_atom_positions: jax.Array,
   return position, mask.astype(jnp.float32)
 
 
-def relative_position_one_hot(residue_index: jax.Array, max_relative_feature: int
-                              ) -> jax.Array:
-  """Clipped residue-index offsets i - j, one-hot (Suppl. Alg. 4-5): [N] -> [N, N, 2k+1]."""
-  offset = residue_index[:, None] - residue_index[None, :]
+def relative_position_one_hot(residue_index: jax.Array, max_relative_feature: int,
+                              rows: jax.Array | None = None) -> jax.Array:
+  """Clipped residue-index offsets i - j, one-hot (Suppl. Alg. 4-5): [N] -> [N, N, 2k+1].
+
+  `rows` [R] (default: all residues) gives the indices i of a chunk of rows: [R, N, 2k+1].
+  """
+  rows = residue_index if rows is None else rows
+  offset = rows[:, None] - residue_index[None, :]
   clipped = jnp.clip(offset + max_relative_feature, 0, 2 * max_relative_feature)
   return jax.nn.one_hot(clipped, 2 * max_relative_feature + 1)
 
@@ -122,11 +129,19 @@ class InputEmbedder(ParentScoped):
     target_feat = target_feat.astype(dtype)
     msa = (Linear(self.msa_channel, name='preprocess_1d')(target_feat)[None]
            + Linear(self.msa_channel, name='preprocess_msa')(msa_feat.astype(dtype)))
-    pair = (Linear(self.pair_channel, name='left_single')(target_feat)[:, None]
-            + Linear(self.pair_channel, name='right_single')(target_feat)[None, :])
-    if self.max_relative_feature:
-      rel_pos = relative_position_one_hot(residue_index, self.max_relative_feature)
-      pair = pair + Linear(self.pair_channel, name='pair_activiations')(rel_pos.astype(dtype))
+    left = Linear(self.pair_channel, name='left_single')(target_feat)
+    right = Linear(self.pair_channel, name='right_single')(target_feat)
+    relative = Linear(self.pair_channel, name='pair_activiations')
+
+    def rows(_, left_rows: jax.Array, index_rows: jax.Array) -> jax.Array:
+      pair = left_rows[:, None] + right[None, :]
+      if self.max_relative_feature:
+        rel_pos = relative_position_one_hot(residue_index, self.max_relative_feature, index_rows)
+        pair = pair + relative(rel_pos.astype(dtype))
+      return pair
+
+    # With `pair_chunk_size` no whole one-hot [N, N, 2k+1] or projection exists.
+    pair = chunked(self, rows, self.global_config.pair_chunk_size, [left, residue_index])
     return msa, pair
 
 
@@ -150,14 +165,28 @@ class RecyclingEmbedder(ParentScoped):
                prev_pos: jax.Array | None, prev_msa_first_row: jax.Array | None,
                prev_pair: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     dtype = self.global_config.compute_dtype
+    batched = [pair]
     if self.recycle_pos:
-      dgram = dgram_from_positions(pseudo_beta_fn(aatype, prev_pos), self.prev_pos)
-      pair = pair + Linear(self.pair_channel, name='prev_pos_linear')(dgram.astype(dtype))
+      positions = pseudo_beta_fn(aatype, prev_pos)
+      prev_pos_linear = Linear(self.pair_channel, name='prev_pos_linear')
+      batched.append(positions)
     if self.recycle_features:
       first_row = LayerNorm(name='prev_msa_first_row_norm')(prev_msa_first_row)
       msa = msa.at[0].add(first_row.astype(dtype))
-      pair = pair + LayerNorm(name='prev_pair_norm')(prev_pair).astype(dtype)
-    return msa, pair
+      prev_pair_norm = LayerNorm(name='prev_pair_norm')
+      batched.append(prev_pair)
+
+    def rows(_, pair_rows: jax.Array, *recycled: jax.Array) -> jax.Array:
+      recycled = list(recycled)
+      if self.recycle_pos:
+        dgram = dgram_from_positions(positions, self.prev_pos, recycled.pop(0))
+        pair_rows = pair_rows + prev_pos_linear(dgram.astype(dtype))
+      if self.recycle_features:
+        pair_rows = pair_rows + prev_pair_norm(recycled.pop(0)).astype(dtype)
+      return pair_rows
+
+    # With `pair_chunk_size` no whole distogram, projection or normalised pair exists.
+    return msa, chunked(self, rows, self.global_config.pair_chunk_size, batched)
 
 
 class ExtraMsaEmbedder(ParentScoped):

@@ -21,10 +21,12 @@ import jax.numpy as jnp
 from jaxfold.common import residue_constants
 from jaxfold.common.geometry import Rigid, Rot3, Vec3
 from jaxfold.common.all_atom import atom37_to_torsion_angles
+from jaxfold.model import attention_core
 from jaxfold.model.attention import Attention
 from jaxfold.model.embedders import DgramConfig, ParentScoped, dgram_from_positions
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import LayerNorm, Linear, chunked, mask_to_bias
+from jaxfold.model.primitives import (LayerNorm, Linear, chunk_starts, chunked, map_chunks,
+                                       mask_to_bias, put_chunk, take_chunk)
 from jaxfold.model.template_pair_stack import TemplatePairStack, TemplatePairStackConfig
 
 # Template residue types: 20 amino acids, unknown and gap.
@@ -144,7 +146,8 @@ class TemplateEmbedding(nn.Module):
 
   The templates share one SingleTemplateEmbedding (one set of weights, and as in AlphaFold
   the same dropout masks). With `global_config.subbatch_size` set they are embedded one
-  at a time, which bounds memory without changing the result.
+  at a time, which bounds memory without changing the result; with `pair_chunk_size` set
+  they are also never stacked (`_streamed`).
   """
   config: TemplateConfig = TemplateConfig()
   global_config: GlobalConfig = GlobalConfig()
@@ -153,32 +156,35 @@ class TemplateEmbedding(nn.Module):
   def __call__(self, query_embedding: jax.Array, templates: Mapping[str, jax.Array],
                mask_2d: jax.Array, deterministic: bool = True) -> jax.Array:
     c, gc = self.config, self.global_config
+    # Without any template the update is exactly zero (and so is its gradient).
+    any_template = (jnp.sum(templates['template_mask']) > 0).astype(query_embedding.dtype)
     dtype = query_embedding.dtype
     num_res, _, query_channels = query_embedding.shape
     template_mask = templates['template_mask'].astype(dtype)
     num_templates = template_mask.shape[0]
     single = SingleTemplateEmbedding(c, gc, name='single_template_embedding')
-    embed_all = nn.vmap(
-        lambda mdl, feats: mdl(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d,
-                               deterministic),
-        in_axes=0, variable_axes={'params': None},
-        split_rngs={'params': False, 'dropout': False})
-    template_pair = chunked(
-        self, lambda _, *feats: embed_all(single, feats), 1 if gc.subbatch_size else None,
-        [templates[k] for k in TEMPLATE_PAIR_FEATURES])
-
-    # Each pair position attends over the templates at that position (Alg. 17), a chunk of
-    # pair rows at a time with `pair_chunk_size` (queries and templates sliced in place).
-    mask_bias = mask_to_bias(template_mask, dtype)
     attention_gc = dataclasses.replace(
         gc, subbatch_size=c.subbatch_size if gc.subbatch_size else None)
     attention = Attention(num_head=c.attention.num_head, output_dim=query_channels,
                           key_dim=c.attention.key_dim, value_dim=c.attention.value_dim,
                           gating=c.attention.gating, global_config=attention_gc,
                           name='attention')
+    features = [templates[k] for k in TEMPLATE_PAIR_FEATURES]
+    chunk = gc.pair_chunk_size
+    if chunk is not None and chunk < num_res and not self.is_initializing():
+      return self._streamed(single, features, template_mask, query_embedding, mask_2d,
+                            deterministic, any_template)
+    embed_all = nn.vmap(
+        lambda mdl, feats: mdl(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d,
+                               deterministic),
+        in_axes=0, variable_axes={'params': None},
+        split_rngs={'params': False, 'dropout': False})
+    template_pair = chunked(self, lambda _, *feats: embed_all(single, feats),
+                            1 if gc.subbatch_size else None, features)
+    mask_bias = mask_to_bias(template_mask, dtype)
 
     def rows(_, query_rows: jax.Array, template_rows: jax.Array) -> jax.Array:
-      # query_rows [r, N, c_z]; template_rows [r, T, N, c_t] -> one query per pair position.
+      # query_rows [r, N, c_z]; template_rows [r, T, N, c_t]: one query per pair position.
       r = query_rows.shape[0]
       flat_query = query_rows.reshape(r * num_res, 1, query_channels)
       flat_templates = jnp.moveaxis(template_rows, 1, 2).reshape(
@@ -186,10 +192,71 @@ class TemplateEmbedding(nn.Module):
       bias = jnp.broadcast_to(mask_bias, (r * num_res, 1, 1, num_templates))
       return attention(flat_query, flat_templates, bias).reshape(r, num_res, query_channels)
 
-    embedding = chunked(self, rows, gc.pair_chunk_size, [query_embedding, template_pair],
-                        axis=(0, 1))
-    # Without any template the update is exactly zero (and so is its gradient).
-    return embedding * (jnp.sum(template_mask) > 0).astype(dtype)
+    embedding = chunked(self, rows, chunk, [query_embedding, template_pair], axis=(0, 1))
+    return embedding * any_template
+
+  def _streamed(self, single: nn.Module, features: list[jax.Array], template_mask: jax.Array,
+                query: jax.Array, mask_2d: jax.Array, deterministic: bool,
+                any_template: jax.Array) -> jax.Array:
+    """Alg. 17 with the templates embedded one at a time and never stacked.
+
+    The softmax over templates is computed online (`attention_core`'s 'chunked' way, over
+    templates): after each template, every pair position keeps its running maximum logit,
+    sum of exponentials and weighted sum of values per head, in float32, updated `chunk`
+    pair rows at a time. Only one template's pair exists at a time.
+    """
+    c, gc = self.config, self.global_config
+    p = self.variables['params']['attention']
+    num_res, chunk = query.shape[0], gc.pair_chunk_size
+    heads = c.attention.num_head
+    key_dim, value_dim = c.attention.key_dim // heads, c.attention.value_dim // heads
+    num_chunks, start_of = chunk_starts(num_res, chunk)
+    w = lambda name: p[name].astype(query.dtype)
+    f32 = jnp.float32
+
+    def accumulate(carry, template_pair, bias):
+      def body(i, carry):
+        start = start_of(i)
+        rows = lambda x: take_chunk(x, start, chunk, 0)
+        pair_rows = rows(template_pair)
+        q = jnp.einsum('rnc,chd->rnhd', rows(query), w('query_w')) * key_dim**-0.5
+        k = jnp.einsum('rnc,chd->rnhd', pair_rows, w('key_w'))
+        v = jnp.einsum('rnc,chd->rnhd', pair_rows, w('value_w')).astype(f32)
+        logits = jnp.einsum('rnhd,rnhd->rnh', q, k).astype(f32) + bias
+        logits = jnp.clip(logits, -attention_core.LOGIT_CLIP, attention_core.LOGIT_CLIP)
+        top, total, acc = (rows(x) for x in carry)
+        new_top = jnp.maximum(top, logits)
+        scale, weight = jnp.exp(top - new_top), jnp.exp(logits - new_top)
+        updated = (new_top, total * scale + weight,
+                   acc * scale[..., None] + weight[..., None] * v)
+        # The last chunk overlaps the one before: its first rows are already updated.
+        fresh = (start + jnp.arange(chunk) >= i * chunk)[:, None, None]
+        return tuple(put_chunk(x, jnp.where(fresh[(...,) + (None,) * (y.ndim - 3)], y, old),
+                               start, 0)
+                     for x, y, old in zip(carry, updated, (top, total, acc)))
+      return jax.lax.fori_loop(0, num_chunks, body, carry)
+
+    def step(mdl, carry, xs):
+      *feats, bias = xs
+      template_pair = single(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d, deterministic)
+      return accumulate(carry, template_pair, bias), None
+
+    carry = (jnp.full((num_res, num_res, heads), -jnp.inf, f32),
+             jnp.zeros((num_res, num_res, heads), f32),
+             jnp.zeros((num_res, num_res, heads, value_dim), f32))
+    scan = nn.scan(step, variable_broadcast='params',
+                   split_rngs={'params': False, 'dropout': False})
+    (_, total, acc), _ = scan(self, carry, (*features, mask_to_bias(template_mask, f32)))
+
+    def output(start):
+      values = take_chunk(acc, start, chunk, 0) / take_chunk(total, start, chunk, 0)[..., None]
+      values = values.astype(query.dtype)
+      if c.attention.gating:
+        gate = jnp.einsum('rnc,chd->rnhd', take_chunk(query, start, chunk, 0), w('gating_w'))
+        values = values * jax.nn.sigmoid(gate + w('gating_b'))
+      return (jnp.einsum('rnhd,hdo->rno', values, w('output_w')) + w('output_b')) * any_template
+
+    return map_chunks(output, num_res, chunk)
 
 
 def template_torsion_angles(templates: Mapping[str, jax.Array],
