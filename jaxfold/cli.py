@@ -244,7 +244,7 @@ def _predict(args: argparse.Namespace) -> None:
     shapes = memory_plan.Shapes(preset_name, batch['aatype'].shape[1],
                                 batch['msa_feat'].shape[1], batch['extra_msa'].shape[1],
                                 batch.get('template_mask', np.zeros((1, 0))).shape[1],
-                                num_recycle, args.dtype)
+                                num_recycle, args.dtype, logits=args.save_logits)
     progress(f'choosing settings that fit {args.budget} (one compiled plan per settings)')
     global_config = memory_plan.choose(shapes, budget, progress).global_config
   model = AlphaFold(config.model, global_config)
@@ -252,7 +252,8 @@ def _predict(args: argparse.Namespace) -> None:
            f'{num_recycle} recycling iterations, {args.dtype}, subbatch '
            f'{global_config.subbatch_size or "off"}, pair chunk '
            f'{global_config.pair_chunk_size or "off"}, {global_config.attention} attention')
-  run = jax.jit(inference.prediction_fn(model, num_recycle, args.save_representations))
+  run = jax.jit(inference.prediction_fn(model, num_recycle, args.save_representations,
+                                        args.save_logits))
   outputs = jax.tree.map(np.asarray, run(tree, batch))
   progress(f'writing {args.output}')
   written = prediction_outputs.write_prediction(
@@ -280,7 +281,7 @@ def _plan(args: argparse.Namespace) -> None:
   shapes = memory_plan.preset_shapes(
       args.preset, memory_plan.LENGTH_STEP if args.length is None else args.length,
       msa_clusters=args.msa_clusters, extra_msa=args.extra_msa, templates=args.templates,
-      num_recycle=args.num_recycle, dtype=args.dtype)
+      num_recycle=args.num_recycle, dtype=args.dtype, logits=args.logits)
   if args.longest:
     progress(f'longest sequence within {args.budget}: planning lengths '
              f'(one compilation each, about 20-60 s)')
@@ -577,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
                             'and --attention)')
   predict.add_argument('--save-representations', action='store_true',
                        help='also store msa_first_row, pair and single in outputs.npz')
+  predict.add_argument('--save-logits', action='store_true',
+                       help='also store the heads\' logits and aligned_confidence_probs in '
+                            'outputs.npz, as AlphaFold\'s result does (the distogram\'s, PAE\'s '
+                            'and the probabilities are N x N x 64 each: kept in memory and on '
+                            'disk only when asked)')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace existing prediction files in the output directory')
   predict.set_defaults(run=_predict)
@@ -599,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help='recycling iterations (default: the preset\'s; sets the batch\'s '
                          'recycling slices)')
   plan.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  plan.add_argument('--logits', action='store_true',
+                    help='plan predict --save-logits (the heads\' logits returned too)')
   plan.add_argument('--settings', help='plan these settings (default: lean, or leanest with '
                                        '--longest)')
   plan.add_argument('--budget', help='memory to fit, e.g. 40GiB, 16G, 80GB: plan the settings '

@@ -78,16 +78,19 @@ class Shapes:
   templates: int
   num_recycle: int
   dtype: str = 'float32'
+  logits: bool = False  # the heads' logits returned too (predict --save-logits)
 
   def describe(self) -> str:
     return (f'{self.preset}, {self.length:,} residues, {self.msa_clusters:,} MSA clusters, '
             f'{self.extra_msa:,} extra sequences, {self.templates} templates, {self.dtype}, '
-            f'{self.num_recycle} recycling iterations')
+            f'{self.num_recycle} recycling iterations'
+            + (', logits returned' if self.logits else ''))
 
 
 def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
                   extra_msa: int | None = None, templates: int | None = None,
-                  num_recycle: int | None = None, dtype: str = 'float32') -> Shapes:
+                  num_recycle: int | None = None, dtype: str = 'float32',
+                  logits: bool = False) -> Shapes:
   """The shapes `jaxfold predict` gives the model for a sequence of `length` residues with full
   alignments: the preset's MSA sizes unless given (MSA clusters as the batch holds them, less
   the template rows where the preset makes room for them)."""
@@ -107,7 +110,7 @@ def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
   return Shapes(preset, length, msa_clusters,
                 data.common.max_extra_msa if extra_msa is None else extra_msa,
                 max(templates, 1) if template.enabled else 0,
-                config.model.num_recycle if num_recycle is None else num_recycle, dtype)
+                config.model.num_recycle if num_recycle is None else num_recycle, dtype, logits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +149,7 @@ def plan(shapes: Shapes, settings: str = DEFAULT_SETTINGS) -> Plan:
   one_slice = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in batch.items()}
   params = jax.eval_shape(model.init, jax.random.key(0), one_slice)['params']
   start = time.perf_counter()
-  run = inference.prediction_fn(model, shapes.num_recycle)
+  run = inference.prediction_fn(model, shapes.num_recycle, logits=shapes.logits)
   memory = jax.jit(run).lower(params, batch).compile().memory_analysis()
   return Plan(shapes, settings, gc, memory.argument_size_in_bytes, memory.output_size_in_bytes,
               memory.temp_size_in_bytes, memory.alias_size_in_bytes,

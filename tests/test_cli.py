@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from cli_checks import ERROR_PREFIX, PROGRESS_LINE, assert_fails
-from jaxfold import cli
+from jaxfold import cli, inference
 from jaxfold.convert import alphafold_npz
 from jaxfold.convert import checkpoint
 from jaxfold.convert import formats
@@ -116,11 +116,12 @@ def checkpoint_dir(tmp_path_factory, weights_npz) -> pathlib.Path:
 
 @pytest.fixture(scope='module')
 def npz_prediction(tmp_path_factory, weights_npz, batch_npz) -> tuple[pathlib.Path, Run]:
-  """`jaxfold predict` from the AlphaFold .npz, with --name and --save-representations."""
+  """`jaxfold predict` from the AlphaFold .npz, with --name, --save-representations and
+  --save-logits."""
   output = tmp_path_factory.mktemp('predict_npz') / 'out'
   run = _run(['predict', '--params', weights_npz, '--preset', PRESET, '--batch', batch_npz,
               '--output', output, '--name', NAME, '--num-recycle', '1',
-              '--save-representations'])
+              '--save-representations', '--save-logits'])
   assert run.status == 0, run.stderr
   return output, run
 
@@ -275,9 +276,12 @@ def test_confidence_json_and_structure_files_match_outputs(npz_prediction):
 def test_predict_from_checkpoint_gives_identical_outputs(npz_prediction, checkpoint_prediction):
   with np.load(npz_prediction[0] / 'outputs.npz') as from_npz, \
        np.load(checkpoint_prediction[0] / 'outputs.npz') as from_checkpoint:
-    # Without --save-representations there are no representations; the rest is the same.
+    # Without --save-representations and --save-logits there are no representations, no
+    # heads' outputs (logits, bin edges) and no aligned_confidence_probs; the rest is the same.
+    left_out = tuple(f'{head}/' for head in ('representations',) + inference.LOGIT_HEADS)
     assert sorted(from_checkpoint.files) == sorted(
-        key for key in from_npz.files if not key.startswith('representations/'))
+        key for key in from_npz.files
+        if not key.startswith(left_out) and key != 'aligned_confidence_probs')
     for key in from_checkpoint.files:
       assert np.array_equal(from_checkpoint[key], from_npz[key]), key
 
@@ -501,7 +505,9 @@ def test_predict_from_fasta_runs_the_data_pipeline(fasta_prediction, shared_dir)
   with np.load(output / 'outputs.npz') as outputs:
     assert outputs['final_atom_positions'].shape == (NUM_RES, 37, 3)
     assert np.isfinite(outputs['final_atom_positions']).all()
-    assert outputs['masked_msa/logits'].shape == (8, NUM_RES, 23)
+    # By default the logits stay out of memory and off the disk.
+    assert not [key for key in outputs.files
+                if key.endswith('/logits') or key == 'aligned_confidence_probs']
   sequence = (shared_dir / 'data' / 'alignments' / 'query73' / 'query.fasta').read_text()
   pdb = (output / 'query_unrelaxed.pdb').read_text()
   residues = [line[17:20] for line in pdb.splitlines()
