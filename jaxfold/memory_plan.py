@@ -100,9 +100,11 @@ def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
                       ('extra MSA sequences', extra_msa)):
     if value is not None and value < 1:
       raise ValueError(f'{name} {value}: must be at least 1')
-  if templates is not None and templates < 0:
-    raise ValueError(f'templates {templates}: must be 0 or more')
-  templates = (data.eval.max_templates if template.enabled else 0) if templates is None else templates
+  for name, value in (('templates', templates), ('recycling iterations', num_recycle)):
+    if value is not None and value < 0:
+      raise ValueError(f'{name} {value}: must be 0 or more')
+  if templates is None:
+    templates = data.eval.max_templates if template.enabled else 0
   if msa_clusters is None:
     msa_clusters = data.eval.max_msa_clusters
     if data.common.reduce_msa_clusters_by_max_templates and template.enabled:

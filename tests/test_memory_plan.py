@@ -113,6 +113,8 @@ def test_plan_of_a_small_prediction(capsys):
     (['--preset', 'model_9', '--length', '100'], "unknown preset 'model_9'"),
     (['--preset', 'model_1_ptm', '--length', '0'], 'length 0'),
     (['--preset', 'model_1_ptm', '--length', '100', '--msa-clusters', '-3'], 'msa clusters -3'),
+    (['--preset', 'model_1_ptm', '--length', '100', '--num-recycle', '-1'],
+     'recycling iterations -1'),
     (['--preset', 'model_1_ptm', '--length', '100', '--budget', '40 parsecs'], '40 parsecs'),
     (['--preset', 'model_1_ptm', '--longest'], '--longest needs --budget'),
     (['--preset', 'model_1_ptm'], '--length is required'),
