@@ -15,7 +15,7 @@ Implementations (`GlobalConfig.attention`):
 """
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 import jax
@@ -56,6 +56,22 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, biases: Sequence[jax.Arr
 # ---------------------------------------------------------------------------------------------
 # 'chunked': online softmax over key chunks, recomputed in the backward pass.
 # ---------------------------------------------------------------------------------------------
+
+def online_softmax_step(top: jax.Array, total: jax.Array, acc: jax.Array, logits: jax.Array,
+                        weighted_sum: Callable[[jax.Array], jax.Array]
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One block of keys added to a running softmax-weighted average (float32).
+
+  top, total [...]: the maximum logit so far and the sum of exp(logit - top); acc [..., D]:
+  the sum of exp(logit - top) * value. logits [..., K]: the block's logits (-inf for keys
+  that are not there); weighted_sum(p [..., K]) -> [..., D]: sum_k p_k value_k. The
+  average is acc / total once every block is in.
+  """
+  new_top = jnp.maximum(top, logits.max(axis=-1))
+  p = jnp.exp(logits - new_top[..., None])
+  rescale = jnp.exp(top - new_top)
+  return new_top, total * rescale + p.sum(axis=-1), acc * rescale[..., None] + weighted_sum(p)
+
 
 def _pad(x: jax.Array, axis: int, size: int, value: float = 0.0) -> jax.Array:
   """x padded with `value` along `axis` to `size` (an axis of length 1 broadcasts: kept)."""
@@ -109,12 +125,10 @@ def _forward(cq, ck, q, k, v, biases):
       kc, vc = (jax.lax.dynamic_slice_in_dim(x, k_start, ck, 1) for x in (k, v))
       s, real = _block_logits(qc, kc, biases, q_start, k_start, cq, ck, num_keys)
       s = jnp.where(real, jnp.clip(s, -LOGIT_CLIP, LOGIT_CLIP), -jnp.inf)
-      new_top = jnp.maximum(top, s.max(axis=-1))
-      p = jnp.exp(s - new_top[..., None])
-      rescale = jnp.exp(top - new_top)
-      total = total * rescale + p.sum(axis=-1)
-      acc = acc * rescale[..., None] + jnp.einsum('bhqk,bkhd->bhqd', p, vc.astype(jnp.float32))
-      return (new_top, total, acc), None
+      carry = online_softmax_step(
+          top, total, acc, s,
+          lambda p: jnp.einsum('bhqk,bkhd->bhqd', p, vc.astype(jnp.float32)))
+      return carry, None
 
     init = (jnp.full((batch, heads, cq), -jnp.inf, jnp.float32),
             jnp.zeros((batch, heads, cq), jnp.float32),

@@ -225,10 +225,9 @@ class TemplateEmbedding(nn.Module):
         logits = jnp.einsum('rnhd,rnhd->rnh', q, k).astype(f32) + bias
         logits = jnp.clip(logits, -attention_core.LOGIT_CLIP, attention_core.LOGIT_CLIP)
         top, total, acc = (rows(x) for x in carry)
-        new_top = jnp.maximum(top, logits)
-        scale, weight = jnp.exp(top - new_top), jnp.exp(logits - new_top)
-        updated = (new_top, total * scale + weight,
-                   acc * scale[..., None] + weight[..., None] * v)
+        # One template is a block of one key per pair position and head.
+        updated = attention_core.online_softmax_step(top, total, acc, logits[..., None],
+                                                     lambda p: p * v)
         # The last chunk overlaps the one before: its first rows are already updated.
         fresh = (start + jnp.arange(chunk) >= i * chunk)[:, None, None]
         return tuple(put_chunk(x, jnp.where(fresh[(...,) + (None,) * (y.ndim - 3)], y, old),
