@@ -16,8 +16,9 @@ heads' logits, which `jaxfold predict` returns only with --save-logits: the colu
 logits' plans that (the settings 'lean' with the logits returned).
 
 The longest length that fits 16 / 40 / 80 GiB is searched by `memory_plan.longest` for
-jaxfold's leanest settings, and by the same search over AlphaFold's plans; every reported
-length is a compiled plan that fits, with the one 32 residues longer planned and over.
+jaxfold's leanest settings, and by the same search over AlphaFold's plans (its `planner`);
+every reported length is a compiled plan that fits, with the one 32 residues longer planned
+and over.
 
   python benchmarks/inference_memory.py [--lengths 512 1024 2048 4096 8192]
       [--budgets 16 40 80] [--dtype float32] [--output benchmarks/inference_memory.md]
@@ -77,21 +78,11 @@ def shapes(length: int, dtype: str, logits: bool = False) -> memory_plan.Shapes:
                             num_recycle=0, dtype=dtype, logits=logits)
 
 
-def alphafold_longest(budget: int, dtype: str, log, plans: dict) -> int:
-  """The longest length AlphaFold's plan fits, by `memory_plan.longest`'s search."""
-  original = memory_plan.plan
-
-  def plan(s, settings):
-    del settings
-    return memory_plan.Plan(s, 'alphafold-reference', memory_plan.global_config('alphafold'),
-                            alphafold_plan(s.length, dtype), 0, 0, 0, 0.0)
-
-  memory_plan.plan = plan
-  try:
-    return memory_plan.longest(shapes(memory_plan.LENGTH_STEP, dtype), budget, progress=log,
-                               plans=plans).shapes.length
-  finally:
-    memory_plan.plan = original
+def alphafold_record(s: memory_plan.Shapes, settings: str = 'alphafold-reference'
+                     ) -> memory_plan.Plan:
+  """AlphaFold's plan as a `memory_plan.Plan` (its total only), for the same search."""
+  return memory_plan.Plan(s, settings, memory_plan.global_config('alphafold'),
+                          alphafold_plan(s.length, s.dtype), 0, 0, 0, 0.0)
 
 
 def main(argv=None) -> None:
@@ -110,10 +101,8 @@ def main(argv=None) -> None:
   reference_plans, leanest_plans = {}, {}
   rows = []
   for length in args.lengths:
-    reference = alphafold_plan(length, args.dtype)
-    reference_plans[length] = memory_plan.Plan(shapes(length, args.dtype), 'alphafold-reference',
-                                               memory_plan.global_config('alphafold'),
-                                               reference, 0, 0, 0, 0.0)
+    reference_plans[length] = alphafold_record(shapes(length, args.dtype))
+    reference = reference_plans[length].total_bytes
     ours = {s: memory_plan.plan(shapes(length, args.dtype), s) for s in settings}
     leanest_plans[length] = ours['leanest']
     ours = {s: p.total_bytes for s, p in ours.items()}
@@ -127,9 +116,10 @@ def main(argv=None) -> None:
   longest = []
   for budget_gib in args.budgets:
     budget = int(budget_gib * 2**30)
-    reference = alphafold_longest(budget, args.dtype, log, reference_plans)
-    ours = memory_plan.longest(shapes(memory_plan.LENGTH_STEP, args.dtype), budget,
-                               progress=log, plans=leanest_plans).shapes.length
+    start = shapes(memory_plan.LENGTH_STEP, args.dtype)
+    reference = memory_plan.longest(start, budget, progress=log, plans=reference_plans,
+                                    planner=alphafold_record).shapes.length
+    ours = memory_plan.longest(start, budget, progress=log, plans=leanest_plans).shapes.length
     longest.append((budget_gib, reference, ours))
     log(f'{budget_gib:g} GiB: AlphaFold {reference}, jaxfold {ours}')
 

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -172,19 +173,23 @@ def choose(shapes: Shapes, budget: int, progress=lambda message: None) -> Plan:
 
 
 def longest(shapes: Shapes, budget: int, settings: str = 'leanest',
-            progress=lambda message: None, plans: dict[int, Plan] | None = None) -> Plan:
+            progress=lambda message: None, plans: dict[int, Plan] | None = None,
+            planner: Callable[[Shapes, str], Plan] | None = None) -> Plan:
   """The plan of the longest sequence (to LENGTH_STEP residues) that `settings` fit in budget.
 
   Memory grows about as a quadratic in the length; one is fitted through the three plans
-  nearest the boundary, its root at the budget is planned, and the lengths around it are planned until the last
-  that fits is LENGTH_STEP short of one that does not. Every reported length is a compiled
-  plan. `plans` (length -> Plan of these shapes and settings) are reused, and new ones added.
+  nearest the boundary, its root at the budget is planned, and the lengths around it are
+  planned until the last that fits is LENGTH_STEP short of one that does not. Every reported
+  length is a compiled plan. `plans` (length -> Plan of these shapes and settings) are
+  reused, and new ones added. `planner(shapes, settings)` plans a length (default: `plan`;
+  a benchmark passes another model's).
   """
   plans = {} if plans is None else plans
+  planner = planner or plan
 
   def measure(length: int) -> Plan:
     if length not in plans:
-      plans[length] = plan(dataclasses.replace(shapes, length=length), settings)
+      plans[length] = planner(dataclasses.replace(shapes, length=length), settings)
       progress(f'{length:,} residues: {gib(plans[length].total_bytes)}')
     return plans[length]
 
