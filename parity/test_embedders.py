@@ -52,11 +52,12 @@ def test_extra_msa_feature(parity, shared_dir):
                af.create_extra_msa_feature({k: batch[k] for k in keys}), tol=0.0)
 
 
-@pytest.mark.parametrize('pair_chunk_size', [None, 5])
-def test_input_and_recycling_embedders(parity, reference, pair_chunk_size):
+@pytest.mark.parametrize('pair_chunk_size,pair_as_rows', [(None, False), (5, False), (5, True)])
+def test_input_and_recycling_embedders(parity, reference, pair_chunk_size, pair_as_rows):
   """MSA: rows of the first Evoformer block's input; pair: the extra-MSA stack's input
   less AlphaFold's own template update (compared on its own in test_template_embedding).
-  In one piece, and 5 pair rows at a time (16 residues: the last chunk overlaps)."""
+  In one piece, and 5 pair rows at a time (16 residues: the last chunk shorter), also with
+  the input pair built row by row into the previous pair's buffer (the trunk's way)."""
   batch, variables, captures = reference
   cfg = trunk_config()[0]
   gc = GlobalConfig(pair_chunk_size=pair_chunk_size)
@@ -65,7 +66,8 @@ def test_input_and_recycling_embedders(parity, reference, pair_chunk_size):
   def embed(variables, batch):
     msa, pair = embedders.InputEmbedder(cfg.msa_channel, cfg.pair_channel,
                                         cfg.max_relative_feature, gc).apply(
-        variables, batch['target_feat'], batch['msa_feat'], batch['residue_index'])
+        variables, batch['target_feat'], batch['msa_feat'], batch['residue_index'],
+        pair_as_rows=pair_as_rows)
     return embedders.RecyclingEmbedder(cfg.pair_channel, embedders.DgramConfig(**cfg.prev_pos),
                                        global_config=gc).apply(
         variables, msa, pair, batch['aatype'], batch['prev_pos'], batch['prev_msa_first_row'],
@@ -73,7 +75,7 @@ def test_input_and_recycling_embedders(parity, reference, pair_chunk_size):
 
   msa, pair = embed(variables, batch)
   num_seq = batch['msa_feat'].shape[0]
-  name = f'(pair_chunk={pair_chunk_size})'
+  name = f'(pair_chunk={pair_chunk_size}, pair_as_rows={pair_as_rows})'
   parity.check('input+recycling embedding: msa' + name,
                msa, captures['evoformer_iteration']['activations']['msa'][:num_seq])
   parity.check('input+relpos+recycling embedding: pair' + name,

@@ -1,11 +1,14 @@
 """Evoformer modules (Suppl. Alg. 7-15, 19) against AlphaFold's own classes, full channel sizes.
 
 Inputs have padded residues and padded MSA rows; every module runs unchunked and chunked
-(subbatch 4 and pair rows 3 at a time, the last chunk overlapping its neighbour; chunking
-must not change the result). Also: jaxfold's config defaults are AlphaFold's monomer values.
+(3 rows at a time, the last chunk overlapping its neighbour; chunking must not change the
+result), and the pair modules also add their update into their input in place (the last
+chunk then shorter), as inference does. Also: jaxfold's config defaults are AlphaFold's
+monomer values.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -32,8 +35,8 @@ EVO = CFG.embeddings_and_evoformer.evoformer
 TPS = CFG.embeddings_and_evoformer.template.template_pair_stack
 N_SEQ, N_RES, N_PAD = 7, 20, 3
 SUBBATCH = [None, 4]
-# Unchunked, and the inference chunking: 4 attention rows, 3 pair rows at a time.
-CHUNKINGS = [GlobalConfig(), GlobalConfig(subbatch_size=4, pair_chunk_size=3)]
+# Unchunked, and the inference chunking, 3 rows at a time (N_RES is not a multiple of 3).
+CHUNKINGS = [GlobalConfig(), GlobalConfig(subbatch_size=3, pair_chunk_size=3)]
 
 
 def evoformer_inputs(rng: np.random.Generator, c_m: int = 256, c_z: int = 128,
@@ -56,14 +59,20 @@ def evoformer_inputs(rng: np.random.Generator, c_m: int = 256, c_z: int = 128,
   )
 
 
-def _check(parity, name, module, ref_fn, inputs):
-  """Runs AlphaFold once, then `module` unchunked and chunked on its weights."""
+def _check(parity, name, module, ref_fn, inputs, residual=None):
+  """Runs AlphaFold once, then `module` unchunked and chunked on its weights.
+
+  With `residual` (the module's input), also the module adding its update into it in place
+  (`add_to_input`), against the residual plus AlphaFold's update.
+  """
   params, ref = run_reference(ref_fn, inputs)
   for gc in CHUNKINGS:
-    out = module.clone(global_config=gc).apply({'params': flax_params(params)},
-                                               *inputs.values())
-    parity.check(f'{name}(subbatch={gc.subbatch_size}, pair_chunk={gc.pair_chunk_size})',
-                 out, ref)
+    apply = functools.partial(module.clone(global_config=gc).apply,
+                              {'params': flax_params(params)}, *inputs.values())
+    label = f'{name}(subbatch={gc.subbatch_size}, pair_chunk={gc.pair_chunk_size})'
+    parity.check(label, apply(), ref)
+    if residual is not None:
+      parity.check(label + ' added in place', apply(add_to_input=True), residual + ref)
 
 
 def test_configs_are_alphafolds():
@@ -117,7 +126,8 @@ def test_transition(parity, which):
                'pair_transition': (x['pair'], x['pair_mask']),
                'template_pair_transition': (x['pair'][..., :64], x['pair_mask'])}[which]
   _check(parity, which, Transition(config_from_reference(TransitionConfig, config)),
-         lambda act: af.Transition(config, GC)(act, mask, is_training=False), {'act': act})
+         lambda act: af.Transition(config, GC)(act, mask, is_training=False), {'act': act},
+         residual=act)
 
 
 @pytest.mark.parametrize('c_m', [256, 64])
@@ -127,9 +137,10 @@ def test_outer_product_mean(parity, c_m):
   config = EVO.outer_product_mean
   params, ref = run_reference(
       lambda **kw: af.OuterProductMean(config, GC, 128)(**kw, is_training=False), inputs)
-  # The residue chunk follows the config's chunk_size; 4 makes the chunked path run here.
+  # The residue chunk follows the config's chunk_size; 3 makes the chunked path run here.
   ours_config = dataclasses.replace(config_from_reference(OuterProductMeanConfig, config),
-                                    chunk_size=4)
+                                    chunk_size=3)
+  pair = x['pair']
   real = N_RES - N_PAD
   for subbatch_size in SUBBATCH:
     ours = OuterProductMean(128, ours_config, GlobalConfig(subbatch_size=subbatch_size))
@@ -138,6 +149,9 @@ def test_outer_product_mean(parity, c_m):
     parity.check(name, out, ref)
     # Padded residues divide by 1e-3 and dominate max|ref|: the real ones on their own.
     parity.check(name + ' real residues', out[:real, :real], ref[:real, :real])
+    added = ours.apply({'params': flax_params(params)}, *inputs.values(), add_to=pair)
+    parity.check(name + ' added in place, real residues', added[:real, :real],
+                 pair[:real, :real] + ref[:real, :real])
 
 
 @pytest.mark.parametrize('stack', ['evoformer', 'template_pair_stack'])
@@ -150,7 +164,7 @@ def test_triangle_multiplication(parity, which, stack):
   ours = TriangleMultiplication(config_from_reference(TriangleMultiplicationConfig, config))
   _check(parity, f'{stack}/{which}', ours,
          lambda **kw: af.TriangleMultiplication(config, GC, name=which)(**kw, is_training=False),
-         inputs)
+         inputs, residual=x['pair'])
 
 
 @pytest.mark.parametrize('stack', ['evoformer', 'template_pair_stack'])
@@ -163,4 +177,4 @@ def test_triangle_attention(parity, which, stack):
   ours = TriangleAttention(config_from_reference(AttentionConfig, config))
   _check(parity, f'{stack}/{which}', ours,
          lambda **kw: af.TriangleAttention(config, GC, name=which)(**kw, is_training=False),
-         inputs)
+         inputs, residual=x['pair'])

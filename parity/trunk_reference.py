@@ -203,7 +203,9 @@ def jaxfold_trunk_run(params: dict, batch: dict, global_config: GlobalConfig = G
         name = 'extra_msa_stack' if context.module.is_extra_msa else 'evoformer_iteration'
         _record(store, name, {'activations': args[0], 'masks': args[1]})
       elif isinstance(context.module, template_embedding.TemplateEmbedding):
-        _record(store, 'template_embedding', out)
+        # The trunk has it add its update into the pair (its first argument): the update.
+        _record(store, 'template_embedding',
+                out - args[0] if kwargs.get('add_to_input', False) else out)
     return out
 
   def run(params, batch):

@@ -58,13 +58,16 @@ def pair_bias(module: nn.Module, pair: jax.Array, num_head: int, norm: nn.Module
 
 def attend_along_rows(module: nn.Module, act: jax.Array, mask: jax.Array,
                       config: AttentionConfig, global_config: GlobalConfig, norm: nn.Module,
-                      nonbatched_bias: jax.Array | None = None, axis: int = 0) -> jax.Array:
+                      nonbatched_bias: jax.Array | None = None, axis: int = 0,
+                      add_to_input: bool = False) -> jax.Array:
   """Update [A, B, C] of act [A, B, C] whose rows, normalised by `norm`, attend over B.
 
   mask [A, B] masks keys; nonbatched_bias [heads, B, B] is shared by all rows. axis=1
   attends along columns instead (act read transposed, the update written back in act's
   layout). With `global_config.subbatch_size` the rows are normalised and attend a chunk
-  at a time. Creates the 'attention' submodule of `module` (call inside a compact method).
+  at a time. With `add_to_input`, returns act + update, added in place chunk by chunk (the
+  bias must then be computed beforehand). Creates the 'attention' submodule of
+  `module` (call inside a compact method).
   """
   attention = Attention(num_head=config.num_head, output_dim=act.shape[-1],
                         key_dim=config.key_dim, value_dim=config.value_dim,
@@ -73,8 +76,10 @@ def attend_along_rows(module: nn.Module, act: jax.Array, mask: jax.Array,
                         name='attention')
 
   def rows(_, act_rows: jax.Array, mask_rows: jax.Array) -> jax.Array:
-    act_rows = norm(act_rows)
+    normed = norm(act_rows)
     bias = mask_to_bias(mask_rows, act_rows.dtype)[:, None, None, :]
-    return attention(act_rows, act_rows, bias, nonbatched_bias)
+    update = attention(normed, normed, bias, nonbatched_bias)
+    return act_rows + update if add_to_input else update
 
-  return chunked(module, rows, global_config.subbatch_size, [act, mask], axis=axis)
+  return chunked(module, rows, global_config.subbatch_size, [act, mask], axis=axis,
+                 in_place=add_to_input)

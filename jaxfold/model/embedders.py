@@ -14,6 +14,7 @@ module of its own.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxfold.common import residue_constants
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import LayerNorm, Linear, chunked
+from jaxfold.model.primitives import LayerNorm, Linear, chunked, linear
 
 # Upper edge of the last distogram bin: every larger distance falls into it.
 _LAST_BIN_UPPER_SQUARED = 1e8
@@ -116,6 +117,9 @@ class InputEmbedder(ParentScoped):
   Inputs: target_feat [N_res, 22], msa_feat [N_seq, N_res, 49], residue_index [N_res].
   Outputs: msa [N_seq, N_res, msa_channel], pair [N_res, N_res, pair_channel].
   `max_relative_feature` 0 switches the relative-position term off, as AlphaFold's falsy check.
+  With `pair_as_rows` the pair is returned as a function instead: residue indices [R] to
+  those rows of the pair [R, N_res, pair_channel], so that `RecyclingEmbedder` builds the
+  recycled pair chunk by chunk without the input pair ever existing whole.
   """
   msa_channel: int = 256
   pair_channel: int = 128
@@ -123,26 +127,33 @@ class InputEmbedder(ParentScoped):
   global_config: GlobalConfig = GlobalConfig()
 
   @nn.compact
-  def __call__(self, target_feat: jax.Array, msa_feat: jax.Array, residue_index: jax.Array
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, target_feat: jax.Array, msa_feat: jax.Array, residue_index: jax.Array,
+               pair_as_rows: bool = False
+               ) -> tuple[jax.Array, jax.Array | Callable[[jax.Array], jax.Array]]:
     dtype = self.global_config.compute_dtype
     target_feat = target_feat.astype(dtype)
     msa = (Linear(self.msa_channel, name='preprocess_1d')(target_feat)[None]
            + Linear(self.msa_channel, name='preprocess_msa')(msa_feat.astype(dtype)))
     left = Linear(self.pair_channel, name='left_single')(target_feat)
     right = Linear(self.pair_channel, name='right_single')(target_feat)
-    relative = Linear(self.pair_channel, name='pair_activiations')
+    num_relative = 2 * self.max_relative_feature + 1
+    if self.max_relative_feature and self.is_initializing():
+      Linear(self.pair_channel, name='pair_activiations')(jnp.zeros((num_relative,), dtype))
+    params = self.variables['params']
 
-    def rows(_, left_rows: jax.Array, index_rows: jax.Array) -> jax.Array:
-      pair = left_rows[:, None] + right[None, :]
+    def pair_rows(rows: jax.Array) -> jax.Array:
+      pair = left[rows][:, None] + right[None, :]
       if self.max_relative_feature:
-        rel_pos = relative_position_one_hot(residue_index, self.max_relative_feature, index_rows)
-        pair = pair + relative(rel_pos.astype(dtype))
+        rel_pos = relative_position_one_hot(residue_index, self.max_relative_feature,
+                                            residue_index[rows])
+        pair = pair + linear(rel_pos.astype(dtype), params['pair_activiations'])
       return pair
 
+    if pair_as_rows:
+      return msa, pair_rows
     # With `pair_chunk_size` no whole one-hot [N, N, 2k+1] or projection exists.
-    pair = chunked(self, rows, self.global_config.pair_chunk_size, [left, residue_index])
-    return msa, pair
+    return msa, chunked(self, lambda _, rows: pair_rows(rows),
+                        self.global_config.pair_chunk_size, [jnp.arange(len(residue_index))])
 
 
 class RecyclingEmbedder(ParentScoped):
@@ -152,7 +163,11 @@ class RecyclingEmbedder(ParentScoped):
   prev_pos [N_res, 37, 3], prev_msa_first_row [N_res, c_m], prev_pair [N_res, N_res, c_z].
   Outputs: msa and pair of the same shapes. The previous structure enters through a
   distogram of its pseudo-β positions; the previous first MSA row and pair through LayerNorms.
-  An input whose flag (`recycle_pos` / `recycle_features`) is off may be None.
+  An input whose flag (`recycle_pos` / `recycle_features`) is off may be None. The result is
+  written into the input pair's buffer, chunk by chunk with `pair_chunk_size`; when `pair`
+  is InputEmbedder's rows function (`pair_as_rows`) and prev_pair is of the compute dtype,
+  into prev_pair's buffer instead, each chunk of the input pair computed just before it
+  is needed: the pair and the previous pair then share one buffer.
   """
   pair_channel: int = 128
   prev_pos: DgramConfig = DgramConfig()
@@ -161,11 +176,17 @@ class RecyclingEmbedder(ParentScoped):
   global_config: GlobalConfig = GlobalConfig()
 
   @nn.compact
-  def __call__(self, msa: jax.Array, pair: jax.Array, aatype: jax.Array,
+  def __call__(self, msa: jax.Array, pair: jax.Array | Callable[[jax.Array], jax.Array],
+               aatype: jax.Array,
                prev_pos: jax.Array | None, prev_msa_first_row: jax.Array | None,
                prev_pair: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     dtype = self.global_config.compute_dtype
-    batched = [pair]
+    chunk = self.global_config.pair_chunk_size
+    rows_index = jnp.arange(aatype.shape[0])
+    in_prev = callable(pair) and self.recycle_features and prev_pair.dtype == dtype
+    if callable(pair) and not in_prev:
+      pair = chunked(self, lambda _, rows: pair(rows), chunk, [rows_index])
+    batched = [prev_pair if in_prev else pair, rows_index]
     if self.recycle_pos:
       positions = pseudo_beta_fn(aatype, prev_pos)
       prev_pos_linear = Linear(self.pair_channel, name='prev_pos_linear')
@@ -174,19 +195,23 @@ class RecyclingEmbedder(ParentScoped):
       first_row = LayerNorm(name='prev_msa_first_row_norm')(prev_msa_first_row)
       msa = msa.at[0].add(first_row.astype(dtype))
       prev_pair_norm = LayerNorm(name='prev_pair_norm')
-      batched.append(prev_pair)
+      if not in_prev:
+        batched.append(prev_pair)
 
-    def rows(_, pair_rows: jax.Array, *recycled: jax.Array) -> jax.Array:
+    def rows(_, written_rows: jax.Array, index_rows: jax.Array, *recycled: jax.Array
+             ) -> jax.Array:
       recycled = list(recycled)
+      pair_rows = pair(index_rows) if in_prev else written_rows
       if self.recycle_pos:
         dgram = dgram_from_positions(positions, self.prev_pos, recycled.pop(0))
         pair_rows = pair_rows + prev_pos_linear(dgram.astype(dtype))
       if self.recycle_features:
-        pair_rows = pair_rows + prev_pair_norm(recycled.pop(0)).astype(dtype)
+        prev_rows = written_rows if in_prev else recycled.pop(0)
+        pair_rows = pair_rows + prev_pair_norm(prev_rows).astype(dtype)
       return pair_rows
 
     # With `pair_chunk_size` no whole distogram, projection or normalised pair exists.
-    return msa, chunked(self, rows, self.global_config.pair_chunk_size, batched)
+    return msa, chunked(self, rows, chunk, batched, in_place=True)
 
 
 class ExtraMsaEmbedder(ParentScoped):

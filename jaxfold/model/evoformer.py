@@ -53,18 +53,24 @@ def update_pair(pair: jax.Array, pair_mask: jax.Array, config: object, order: Se
 
   pair [N_res, N_res, c], pair_mask [N_res, N_res]; `config` has one field per name, a
   TriangleMultiplicationConfig, AttentionConfig or TransitionConfig. Call inside a compact
-  method: the modules become submodules of the caller under those names.
+  method: the modules become submodules of the caller under those names. Without dropout
+  (`deterministic`) each module adds its update into the pair itself, in place chunk by
+  chunk when chunked, so no whole update exists beside the pair.
   """
   for name in order:
     module_config = getattr(config, name)
     pair = constrain(pair, PAIR_AXES[module_config.orientation])
     if isinstance(module_config, TransitionConfig):
-      update = Transition(module_config, global_config, name=name)(pair)
+      module, masks = Transition(module_config, global_config, name=name), ()
     elif isinstance(module_config, TriangleMultiplicationConfig):
-      update = TriangleMultiplication(module_config, global_config, name=name)(pair, pair_mask)
+      module = TriangleMultiplication(module_config, global_config, name=name)
+      masks = (pair_mask,)
     else:
-      update = TriangleAttention(module_config, global_config, name=name)(pair, pair_mask)
-    pair = add_residual(pair, update, module_config, deterministic)
+      module, masks = TriangleAttention(module_config, global_config, name=name), (pair_mask,)
+    if deterministic:
+      pair = module(pair, *masks, add_to_input=True)
+    else:
+      pair = add_residual(pair, module(pair, *masks), module_config, deterministic)
   return pair
 
 
@@ -94,8 +100,14 @@ class EvoformerIteration(nn.Module):
 
     outer_product_mean = OuterProductMean(pair.shape[-1], c.outer_product_mean, gc,
                                           name='outer_product_mean')
+
+    def add_outer_product_mean(pair, msa):
+      if deterministic:  # added into the pair in place
+        return outer_product_mean(by_column(msa), msa_mask, add_to=pair)
+      return residual(pair, outer_product_mean(by_column(msa), msa_mask), c.outer_product_mean)
+
     if c.outer_product_mean.first:
-      pair = residual(pair, outer_product_mean(by_column(msa), msa_mask), c.outer_product_mean)
+      pair = add_outer_product_mean(pair, msa)
 
     row = MSARowAttentionWithPairBias(c.msa_row_attention_with_pair_bias, gc,
                                       name='msa_row_attention_with_pair_bias')
@@ -113,7 +125,7 @@ class EvoformerIteration(nn.Module):
                    c.msa_transition)
 
     if not c.outer_product_mean.first:
-      pair = residual(pair, outer_product_mean(by_column(msa), msa_mask), c.outer_product_mean)
+      pair = add_outer_product_mean(pair, msa)
 
     pair = update_pair(pair, pair_mask, c, EVOFORMER_PAIR_ORDER, gc, deterministic)
     return {'msa': msa, 'pair': pair}

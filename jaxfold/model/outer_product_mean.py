@@ -38,14 +38,16 @@ class OuterProductMean(nn.Module):
 
   Inputs: msa [N_seq, N_res, c_m], msa_mask [N_seq, N_res]. Output: pair update
   [N_res, N_res, num_output_channel]; the mean is AlphaFold's masked one, a sum divided by
-  (1e-3 + number of sequences where both residues are present).
+  (1e-3 + number of sequences where both residues are present). With `add_to` (a pair of
+  that shape), returns add_to + update instead, added in place chunk by chunk when chunked.
   """
   num_output_channel: int
   config: OuterProductMeanConfig = OuterProductMeanConfig()
   global_config: GlobalConfig = GlobalConfig()
 
   @nn.compact
-  def __call__(self, msa: jax.Array, msa_mask: jax.Array) -> jax.Array:
+  def __call__(self, msa: jax.Array, msa_mask: jax.Array, add_to: jax.Array | None = None
+               ) -> jax.Array:
     c, gc = self.config, self.global_config
     mask = msa_mask[..., None].astype(msa.dtype)
     msa = LayerNorm(name='layer_norm_input')(msa)
@@ -69,4 +71,7 @@ class OuterProductMean(nn.Module):
       return (update / (_NORM_EPSILON + norm[..., None])).astype(msa.dtype)
 
     chunk_size = c.chunk_size if gc.subbatch_size is not None else None
-    return chunked(self, rows_of_update, chunk_size, [left, mask[..., 0]], axis=1, out_axis=0)
+    if add_to is None:
+      return chunked(self, rows_of_update, chunk_size, [left, mask[..., 0]], axis=1, out_axis=0)
+    return chunked(self, lambda mdl, pair, *rest: pair + rows_of_update(mdl, *rest), chunk_size,
+                   [add_to, left, mask[..., 0]], axis=(0, 1, 1), in_place=True)

@@ -86,6 +86,12 @@ def layer_norm(x: jax.Array, params: Mapping[str, jax.Array], eps: float = 1e-5)
   return y.astype(x.dtype)
 
 
+def linear(x: jax.Array, params: Mapping[str, jax.Array]) -> jax.Array:
+  """A one-input-axis `Linear` as a function of its parameters {'weights', 'bias'}."""
+  weights, bias = params['weights'].astype(x.dtype), params['bias'].astype(x.dtype)
+  return jnp.einsum('...a,ah->...h', x, weights) + bias
+
+
 def mask_to_bias(mask: jax.Array, dtype: Any) -> jax.Array:
   """Additive attention bias: 0 where mask is 1, -1e9 where it is 0 (AlphaFold's value)."""
   return (1e9 * (mask.astype(jnp.float32) - 1.0)).astype(dtype)
@@ -156,7 +162,8 @@ def map_chunks(fn: Callable[[jax.Array], Any], n: int, chunk_size: int, out_axis
 
 def chunked(module: nn.Module, fn: Callable[..., Any], chunk_size: int | None,
             batched: Sequence[jax.Array], unbatched: Sequence[Any] = (),
-            axis: int | Sequence[int] = 0, out_axis: int | None = None) -> Any:
+            axis: int | Sequence[int] = 0, out_axis: int | None = None,
+            in_place: bool = False) -> Any:
   """fn(module, *batched, *unbatched) computed `chunk_size` slices at a time.
 
   AlphaFold's inference subbatching: `fn` must treat each slice independently, so results
@@ -168,25 +175,54 @@ def chunked(module: nn.Module, fn: Callable[..., Any], chunk_size: int | None,
   transposed as a whole. `fn` may call Flax submodules of `module`: the loop is a
   Flax-lifted scan with the parameters broadcast to every chunk, so the parameter tree is
   that of one call.
+
+  With `in_place`, fn returns one array, the new value of its chunk of batched[0] (e.g. the
+  chunk plus a residual update), and the result is batched[0] rewritten chunk by chunk in
+  its own buffer: each chunk is read just before it is replaced, so besides batched[0] only
+  one chunk exists. Chunks then never overlap (the last one is shorter), since a row
+  rewritten twice would be wrong.
   """
   axes = [axis] * len(batched) if isinstance(axis, int) else list(axis)
   out_axis = axes[0] if out_axis is None else out_axis
   n = batched[0].shape[axes[0]]
 
-  def run(mdl, start, size):
-    return fn(mdl, *(take_chunk(x, start, size, a) for x, a in zip(batched, axes)), *unbatched)
+  def run(mdl, arrays, start, size):
+    return fn(mdl, *(take_chunk(x, start, size, a) for x, a in zip(arrays, axes)), *unbatched)
 
-  if chunk_size is None or chunk_size >= n or module.is_initializing():
-    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, out_axis), run(module, 0, n))
+  one_piece = chunk_size is None or chunk_size >= n or module.is_initializing()
+  if in_place:
+    return _rewrite(module, run, list(batched), axes[0], None if one_piece else chunk_size)
+  if one_piece:
+    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, out_axis), run(module, batched, 0, n))
   num_chunks, start_of = chunk_starts(n, chunk_size)
   # The first chunk runs outside the loop: it gives the result's shapes.
-  out = jax.tree.map(lambda y: _whole(y, n, out_axis), run(module, 0, chunk_size))
+  out = jax.tree.map(lambda y: _whole(y, n, out_axis), run(module, batched, 0, chunk_size))
 
   def body(mdl, out, i):
     start = start_of(i)
     return jax.tree.map(lambda o, y: put_chunk(o, y, start, out_axis), out,
-                        run(mdl, start, chunk_size)), None
+                        run(mdl, batched, start, chunk_size)), None
 
   scan = nn.scan(body, variable_broadcast='params', split_rngs={'params': False})
   out, _ = scan(module, out, jnp.arange(1, num_chunks))
   return out
+
+
+def _rewrite(module: nn.Module, run: Callable[..., jax.Array], batched: list[jax.Array],
+             axis: int, chunk_size: int | None) -> jax.Array:
+  """`chunked(in_place=True)`: batched[0]'s chunks along `axis` replaced by run's, in turn."""
+  act, rest = batched[0], batched[1:]
+  n = act.shape[axis]
+  if chunk_size is None:
+    return jnp.moveaxis(run(module, batched, 0, n), 0, axis).astype(act.dtype)
+
+  def rewrite(mdl, act, start, size):
+    return put_chunk(act, run(mdl, [act] + rest, start, size).astype(act.dtype), start, axis)
+
+  def body(mdl, act, i):
+    return rewrite(mdl, act, i * chunk_size, chunk_size), None
+
+  num_whole, tail = divmod(n, chunk_size)
+  scan = nn.scan(body, variable_broadcast='params', split_rngs={'params': False})
+  act, _ = scan(module, act, jnp.arange(num_whole))
+  return rewrite(module, act, n - tail, tail) if tail else act

@@ -74,39 +74,51 @@ class TemplateConfig:
 
 
 def template_pair_features(template: Mapping[str, jax.Array], dgram_features: DgramConfig,
-                           use_template_unit_vector: bool) -> jax.Array:
+                           use_template_unit_vector: bool,
+                           rows: Mapping[str, jax.Array] | None = None) -> jax.Array:
   """The 88 pair features of one template (Suppl. Alg. 2 line 9), as [N_res, N_res, 88].
 
   In order: distogram of pseudo-β positions (39), pseudo-β mask 2-D (1), residue j and
   residue i one-hot (22 + 22), unit vector from residue i's backbone frame to residue j's
   Cα (3), backbone mask 2-D (1); everything is zeroed where either backbone is missing.
-  `template` holds one template's TEMPLATE_PAIR_FEATURES (no template axis).
+  `template` holds one template's TEMPLATE_PAIR_FEATURES (no template axis); `rows` (default:
+  `template`) the same for a chunk of R residues i, whose rows [R, N_res, 88] are returned.
   """
-  num_res = template['template_aatype'].shape[0]
-  pb_mask = template['template_pseudo_beta_mask']
-  dgram = dgram_from_positions(template['template_pseudo_beta'], dgram_features)
-  aatype = jax.nn.one_hot(template['template_aatype'], _TEMPLATE_AATYPE_CLASSES)
+  rows = template if rows is None else rows
+  num_rows, num_res = rows['template_aatype'].shape[0], template['template_aatype'].shape[0]
+  dgram = dgram_from_positions(template['template_pseudo_beta'], dgram_features,
+                               rows['template_pseudo_beta'])
+  aatype, aatype_rows = (jax.nn.one_hot(t['template_aatype'], _TEMPLATE_AATYPE_CLASSES)
+                         for t in (template, rows))
 
   n, ca, c = (residue_constants.atom_order[a] for a in ('N', 'CA', 'C'))
-  positions = template['template_all_atom_positions'].astype(jnp.float32)
-  atom = lambda i: Vec3.from_array(positions[:, i])
+
+  def atoms_and_backbone_mask(t):
+    positions = t['template_all_atom_positions'].astype(jnp.float32)
+    atom_mask = t['template_all_atom_masks']
+    return (lambda i: Vec3.from_array(positions[:, i]),
+            atom_mask[:, n] * atom_mask[:, ca] * atom_mask[:, c])
+
+  (atom, backbone_mask), (atom_rows, backbone_mask_rows) = map(atoms_and_backbone_mask,
+                                                               (template, rows))
   # AlphaFold's template frame: Cα at the origin, C on the +x axis, N in the xy-plane.
-  frames = Rigid(Rot3.from_two_vectors(atom(c) - atom(ca), atom(n) - atom(ca)), atom(ca))
+  frames = Rigid(Rot3.from_two_vectors(atom_rows(c) - atom_rows(ca),
+                                       atom_rows(n) - atom_rows(ca)), atom_rows(ca))
   local = frames.map(lambda a: a[:, None]).apply_inverse(atom(ca).map(lambda a: a[None, :]))
-  atom_mask = template['template_all_atom_masks']
-  backbone_mask = atom_mask[:, n] * atom_mask[:, ca] * atom_mask[:, c]
-  backbone_mask_2d = backbone_mask[:, None] * backbone_mask[None, :]
+  backbone_mask_2d = backbone_mask_rows[:, None] * backbone_mask[None, :]
   if use_template_unit_vector:
     inv_distance = jax.lax.rsqrt(1e-6 + local.dot(local)) * backbone_mask_2d
     unit_vector = (local * inv_distance).to_array()
   else:
-    unit_vector = jnp.zeros((num_res, num_res, 3), jnp.float32)
+    unit_vector = jnp.zeros((num_rows, num_res, 3), jnp.float32)
 
+  pb_mask_2d = (rows['template_pseudo_beta_mask'][:, None]
+                * template['template_pseudo_beta_mask'][None, :])
   features = jnp.concatenate([
       dgram,
-      (pb_mask[:, None] * pb_mask[None, :])[..., None],
-      jnp.broadcast_to(aatype[None, :, :], (num_res,) + aatype.shape),
-      jnp.broadcast_to(aatype[:, None, :], (num_res,) + aatype.shape),
+      pb_mask_2d[..., None],
+      jnp.broadcast_to(aatype[None, :, :], (num_rows,) + aatype.shape),
+      jnp.broadcast_to(aatype_rows[:, None, :], (num_rows, num_res, aatype.shape[-1])),
       unit_vector,
       backbone_mask_2d[..., None],
   ], axis=-1)
@@ -130,8 +142,14 @@ class SingleTemplateEmbedding(nn.Module):
     c = self.config
     dtype = self.global_config.compute_dtype
     num_channels = c.num_channels or c.template_pair_stack.triangle_attention_ending_node.value_dim
-    features = template_pair_features(template, c.dgram_features, c.use_template_unit_vector)
-    act = Linear(num_channels, initializer='relu', name='embedding2d')(features.astype(dtype))
+    embedding2d = Linear(num_channels, initializer='relu', name='embedding2d')
+
+    def embed_rows(_, *row_features):  # with `pair_chunk_size`, no whole [N, N, 88] features
+      features = template_pair_features(template, c.dgram_features, c.use_template_unit_vector,
+                                        dict(zip(template, row_features)))
+      return embedding2d(features.astype(dtype))
+
+    act = chunked(self, embed_rows, self.global_config.pair_chunk_size, list(template.values()))
     act = TemplatePairStack(c.template_pair_stack, self.global_config,
                             name='template_pair_stack')(act, mask_2d.astype(dtype), deterministic)
     return LayerNorm(name='output_layer_norm')(act)
@@ -142,7 +160,8 @@ class TemplateEmbedding(nn.Module):
 
   Inputs: query_embedding [N_res, N_res, c_z], templates: TEMPLATE_PAIR_FEATURES with a
   leading axis T plus template_mask [T], mask_2d [N_res, N_res]. Output: the pair update
-  [N_res, N_res, c_z], zero when no template exists.
+  [N_res, N_res, c_z], zero when no template exists; with `add_to_input`, query_embedding +
+  update (added in place chunk by chunk when `pair_chunk_size` is set).
 
   The templates share one SingleTemplateEmbedding (one set of weights, and as in AlphaFold
   the same dropout masks). With `global_config.subbatch_size` set they are embedded one
@@ -154,7 +173,8 @@ class TemplateEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, query_embedding: jax.Array, templates: Mapping[str, jax.Array],
-               mask_2d: jax.Array, deterministic: bool = True) -> jax.Array:
+               mask_2d: jax.Array, deterministic: bool = True, add_to_input: bool = False
+               ) -> jax.Array:
     c, gc = self.config, self.global_config
     # Without any template the update is exactly zero (and so is its gradient).
     any_template = (jnp.sum(templates['template_mask']) > 0).astype(query_embedding.dtype)
@@ -173,7 +193,7 @@ class TemplateEmbedding(nn.Module):
     chunk = gc.pair_chunk_size
     if chunk is not None and chunk < num_res and not self.is_initializing():
       return self._streamed(single, features, template_mask, query_embedding, mask_2d,
-                            deterministic, any_template)
+                            deterministic, any_template, add_to_input)
     embed_all = nn.vmap(
         lambda mdl, feats: mdl(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d,
                                deterministic),
@@ -193,38 +213,50 @@ class TemplateEmbedding(nn.Module):
       return attention(flat_query, flat_templates, bias).reshape(r, num_res, query_channels)
 
     embedding = chunked(self, rows, chunk, [query_embedding, template_pair], axis=(0, 1))
-    return embedding * any_template
+    embedding = embedding * any_template
+    return query_embedding + embedding if add_to_input else embedding
 
   def _streamed(self, single: nn.Module, features: list[jax.Array], template_mask: jax.Array,
                 query: jax.Array, mask_2d: jax.Array, deterministic: bool,
-                any_template: jax.Array) -> jax.Array:
+                any_template: jax.Array, add_to_input: bool) -> jax.Array:
     """Alg. 17 with the templates embedded one at a time and never stacked.
 
     The softmax over templates is computed online (`attention_core`'s 'chunked' way, over
     templates): after each template, every pair position keeps its running maximum logit,
     sum of exponentials and weighted sum of values per head, in float32, updated `chunk`
-    pair rows at a time. Only one template's pair exists at a time.
+    pair rows at a time. Only one template's pair exists at a time; with `add_to_input` the
+    result is added into the query in place. The running state starts
+    from the first template's logits and values, not from constants, which XLA would keep
+    alive from the start of the program.
     """
     c, gc = self.config, self.global_config
     p = self.variables['params']['attention']
     num_res, chunk = query.shape[0], gc.pair_chunk_size
-    heads = c.attention.num_head
-    key_dim, value_dim = c.attention.key_dim // heads, c.attention.value_dim // heads
+    key_dim = c.attention.key_dim // c.attention.num_head
     num_chunks, start_of = chunk_starts(num_res, chunk)
     w = lambda name: p[name].astype(query.dtype)
     f32 = jnp.float32
 
+    def logits_and_values(start, template_pair, bias):  # [r, N, heads], [r, N, heads, d]
+      rows = lambda x: take_chunk(x, start, chunk, 0)
+      pair_rows = rows(template_pair)
+      q = jnp.einsum('rnc,chd->rnhd', rows(query), w('query_w')) * key_dim**-0.5
+      k = jnp.einsum('rnc,chd->rnhd', pair_rows, w('key_w'))
+      v = jnp.einsum('rnc,chd->rnhd', pair_rows, w('value_w')).astype(f32)
+      logits = jnp.einsum('rnhd,rnhd->rnh', q, k).astype(f32) + bias
+      return jnp.clip(logits, -attention_core.LOGIT_CLIP, attention_core.LOGIT_CLIP), v
+
+    def first_state(template_pair, bias):  # after one template: its logits, exp(0) = 1, values
+      def rows(start):
+        logits, v = logits_and_values(start, template_pair, bias)
+        return logits, jnp.ones_like(logits), v
+      return map_chunks(rows, num_res, chunk)
+
     def accumulate(carry, template_pair, bias):
       def body(i, carry):
         start = start_of(i)
-        rows = lambda x: take_chunk(x, start, chunk, 0)
-        pair_rows = rows(template_pair)
-        q = jnp.einsum('rnc,chd->rnhd', rows(query), w('query_w')) * key_dim**-0.5
-        k = jnp.einsum('rnc,chd->rnhd', pair_rows, w('key_w'))
-        v = jnp.einsum('rnc,chd->rnhd', pair_rows, w('value_w')).astype(f32)
-        logits = jnp.einsum('rnhd,rnhd->rnh', q, k).astype(f32) + bias
-        logits = jnp.clip(logits, -attention_core.LOGIT_CLIP, attention_core.LOGIT_CLIP)
-        top, total, acc = (rows(x) for x in carry)
+        logits, v = logits_and_values(start, template_pair, bias)
+        top, total, acc = (take_chunk(x, start, chunk, 0) for x in carry)
         # One template is a block of one key per pair position and head.
         updated = attention_core.online_softmax_step(top, total, acc, logits[..., None],
                                                      lambda p: p * v)
@@ -235,27 +267,30 @@ class TemplateEmbedding(nn.Module):
                      for x, y, old in zip(carry, updated, (top, total, acc)))
       return jax.lax.fori_loop(0, num_chunks, body, carry)
 
+    def embed(feats):
+      return single(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d, deterministic)
+
     def step(mdl, carry, xs):
       *feats, bias = xs
-      template_pair = single(dict(zip(TEMPLATE_PAIR_FEATURES, feats)), mask_2d, deterministic)
-      return accumulate(carry, template_pair, bias), None
+      return accumulate(carry, embed(feats), bias), None
 
-    carry = (jnp.full((num_res, num_res, heads), -jnp.inf, f32),
-             jnp.zeros((num_res, num_res, heads), f32),
-             jnp.zeros((num_res, num_res, heads, value_dim), f32))
-    scan = nn.scan(step, variable_broadcast='params',
-                   split_rngs={'params': False, 'dropout': False})
-    (_, total, acc), _ = scan(self, carry, (*features, mask_to_bias(template_mask, f32)))
+    biases = mask_to_bias(template_mask, f32)
+    carry = first_state(embed([x[0] for x in features]), biases[0])
+    if len(biases) > 1:
+      scan = nn.scan(step, variable_broadcast='params',
+                     split_rngs={'params': False, 'dropout': False})
+      carry, _ = scan(self, carry, ([x[1:] for x in features] + [biases[1:]]))
+    _, total, acc = carry
 
-    def output(start):
-      values = take_chunk(acc, start, chunk, 0) / take_chunk(total, start, chunk, 0)[..., None]
-      values = values.astype(query.dtype)
+    def output(_, query_rows, acc_rows, total_rows):
+      values = (acc_rows / total_rows[..., None]).astype(query.dtype)
       if c.attention.gating:
-        gate = jnp.einsum('rnc,chd->rnhd', take_chunk(query, start, chunk, 0), w('gating_w'))
+        gate = jnp.einsum('rnc,chd->rnhd', query_rows, w('gating_w'))
         values = values * jax.nn.sigmoid(gate + w('gating_b'))
-      return (jnp.einsum('rnhd,hdo->rno', values, w('output_w')) + w('output_b')) * any_template
+      update = (jnp.einsum('rnhd,hdo->rno', values, w('output_w')) + w('output_b')) * any_template
+      return query_rows + update if add_to_input else update
 
-    return map_chunks(output, num_res, chunk)
+    return chunked(self, output, chunk, [query, acc, total], in_place=add_to_input)
 
 
 def template_torsion_angles(templates: Mapping[str, jax.Array],

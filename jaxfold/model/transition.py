@@ -25,14 +25,15 @@ class TransitionConfig:
 class Transition(nn.Module):
   """LayerNorm, Linear to factor*C, ReLU, Linear back to C (Suppl. Alg. 9 / 15).
 
-  Input act [N_seq, N_res, c_m] or [N_res, N_res, c_z]; output the update, same shape.
-  Chunked over axis 0, layer norm included, when `global_config.subbatch_size` is set.
+  Input act [N_seq, N_res, c_m] or [N_res, N_res, c_z]; output the update, same shape, or
+  act + update with `add_to_input` (in place, chunk by chunk). Chunked over axis 0, layer
+  norm included, when `global_config.subbatch_size` is set.
   """
   config: TransitionConfig = TransitionConfig()
   global_config: GlobalConfig = GlobalConfig()
 
   @nn.compact
-  def __call__(self, act: jax.Array) -> jax.Array:
+  def __call__(self, act: jax.Array, add_to_input: bool = False) -> jax.Array:
     channels = act.shape[-1]
     norm = LayerNorm(name='input_layer_norm')
     hidden = Linear(int(channels * self.config.num_intermediate_factor), initializer='relu',
@@ -42,4 +43,7 @@ class Transition(nn.Module):
     def mlp(_, x: jax.Array) -> jax.Array:
       return out(jax.nn.relu(hidden(norm(x))))
 
+    if add_to_input:
+      return chunked(self, lambda mdl, x: x + mlp(mdl, x), self.global_config.subbatch_size,
+                     [act], in_place=True)
     return chunked(self, mlp, self.global_config.subbatch_size, [act])

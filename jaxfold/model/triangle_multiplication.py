@@ -6,7 +6,6 @@ are AlphaFold's unfused ones: separate left/right projections and gates.
 """
 
 import dataclasses
-import math
 from typing import Literal
 
 import flax.linen as nn
@@ -14,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import LayerNorm, Linear, layer_norm, map_chunks, take_chunk
+from jaxfold.model.primitives import (LayerNorm, Linear, chunked, layer_norm, linear,
+                                      map_chunks, take_chunk)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,23 +35,26 @@ OUTGOING = TriangleMultiplicationConfig()
 INCOMING = TriangleMultiplicationConfig(equation='kjc,kic->ijc')
 
 
-# Intermediate channels projected and multiplied at a time by the chunked path.
-CHANNEL_BLOCK = 32
+# The chunked path per equation: the axis of the pair it chunks (rows for outgoing edges,
+# columns for incoming ones) and its product of a chunk of the left projection, channel-first
+# [c, chunk, N], with the whole right one [c, N, N].
+_CHUNKED = {'ikc,jkc->ijc': (0, 'ctk,cjk->ctj'), 'kjc,kic->ijc': (1, 'ctk,cki->cti')}
 
 
 class TriangleMultiplication(nn.Module):
   """Gated projections of the pair multiplied along a shared third node (Suppl. Alg. 11 / 12).
 
-  Inputs: pair [N_res, N_res, c_z], pair_mask [N_res, N_res]. Output: update [N_res, N_res, c_z].
-  With `global_config.pair_chunk_size` set (inference), the same numbers are computed
-  without any whole N_res x N_res x c intermediate but the triangle product itself
-  (`_chunked_update`).
+  Inputs: pair [N_res, N_res, c_z], pair_mask [N_res, N_res]. Output: update [N_res, N_res, c_z],
+  or pair + update with `add_to_input`. With `global_config.pair_chunk_size` set
+  (inference), the same numbers are computed a chunk of rows or columns at a time
+  (`_chunked`), and with `add_to_input` added into the pair in place.
   """
   config: TriangleMultiplicationConfig = OUTGOING
   global_config: GlobalConfig = GlobalConfig()
 
   @nn.compact
-  def __call__(self, pair: jax.Array, pair_mask: jax.Array) -> jax.Array:
+  def __call__(self, pair: jax.Array, pair_mask: jax.Array, add_to_input: bool = False
+               ) -> jax.Array:
     c, final_init = self.config, self.global_config.final_init
     channels = pair.shape[-1]
     layers = {
@@ -69,8 +72,9 @@ class TriangleMultiplication(nn.Module):
     }
     chunk = self.global_config.pair_chunk_size
     if chunk is not None and chunk < pair.shape[0] and not self.is_initializing():
-      return _chunked_update(self.variables['params'], pair, pair_mask, c.equation, chunk)
+      return _chunked(self, pair, pair_mask, c.equation, chunk, add_to_input)
 
+    residual = pair
     mask = pair_mask[..., None].astype(pair.dtype)
     pair = layers['layer_norm_input'](pair)
 
@@ -83,60 +87,49 @@ class TriangleMultiplication(nn.Module):
     update = jnp.einsum(c.equation, left, right, preferred_element_type=jnp.float32)
     update = layers['center_layer_norm'](update).astype(pair.dtype)
     update = layers['output_projection'](update)
-    return update * jax.nn.sigmoid(layers['gating_linear'](pair))
+    update = update * jax.nn.sigmoid(layers['gating_linear'](pair))
+    return residual + update if add_to_input else update
 
 
-def _linear(x: jax.Array, params, first: jax.Array | int = 0, width: int | None = None
-            ) -> jax.Array:
-  """A `Linear` layer's output channels [first, first + width) (all by default)."""
-  w, b = params['weights'], params['bias']
-  if width is not None:
-    w = jax.lax.dynamic_slice_in_dim(w, first, width, 1)
-    b = jax.lax.dynamic_slice_in_dim(b, first, width, 0)
-  return jnp.einsum('...a,ab->...b', x, w.astype(x.dtype)) + b.astype(x.dtype)
+def _gated(rows: jax.Array, mask: jax.Array, params, side: str) -> jax.Array:
+  """The masked, gated left or right projection of normalised pair rows [.., c_z] -> [.., c]."""
+  proj = linear(rows, params[f'{side}_projection'])
+  return mask[..., None].astype(rows.dtype) * proj * jax.nn.sigmoid(
+      linear(rows, params[f'{side}_gate']))
 
 
-def _chunked_update(params, pair: jax.Array, pair_mask: jax.Array, equation: str,
-                    chunk: int) -> jax.Array:
-  """The module's update computed `chunk` pair rows and CHANNEL_BLOCK channels at a time.
+def _chunked(module: nn.Module, pair: jax.Array, pair_mask: jax.Array, equation: str,
+             chunk: int, add_to_input: bool) -> jax.Array:
+  """The module's update computed `chunk` pair rows (outgoing) or columns (incoming) at a time.
 
-  1. For each block of intermediate channels, the gated left and right projections are
-     built row chunk by row chunk (layer norm included), channel-first [block, N, N], and
-     multiplied; the product fills that block of the float32 triangle product [c, N, N].
-  2. Row chunk by row chunk, the product's center layer norm, output projection and gate.
-  Besides the pair and the update, only the product (float32, c channels) is whole. Both
-  are loops, so that one block and one chunk exist at a time.
+  Row i of the outgoing product sums left row i against the whole right projection; column
+  j of the incoming one, left column j against it. So the gated right projection is built
+  first, row chunk by row chunk, channel-first [c, N, N] (the one whole intermediate);
+  then, chunk by chunk along the chunked axis, the left projection, its float32 product
+  with the right one, the center layer norm, the output projection and the gate, which
+  need nothing of the pair beyond the chunk. With `add_to_input` each chunk's update is
+  added into the pair in place (`chunked(in_place=True)`).
   """
-  num_res, _, channels = pair.shape
-  num_intermediate = params['left_projection']['weights'].shape[-1]
-  width = math.gcd(num_intermediate, CHANNEL_BLOCK)
-  # 'ikc,jkc->ijc' on channel-first operands: 'cik,cjk->cij'.
-  inputs, output = equation.split('->')
-  channel_first = ','.join('c' + term.replace('c', '') for term in inputs.split(','))
-  channel_first += '->c' + output.replace('c', '')
+  if equation not in _CHUNKED:
+    raise ValueError(f'no chunked triangle multiplication for {equation!r}; expected one of '
+                     f'{sorted(_CHUNKED)}')
+  axis, product_equation = _CHUNKED[equation]
+  params = module.variables['params']
 
-  def block_product(first):
-    def projections(start):
-      rows = layer_norm(take_chunk(pair, start, chunk, 0), params['layer_norm_input'])
-      mask_rows = take_chunk(pair_mask, start, chunk, 0)[..., None].astype(rows.dtype)
-      sides = []
-      for side in ('left', 'right'):
-        proj = _linear(rows, params[f'{side}_projection'], first, width)
-        gate = _linear(rows, params[f'{side}_gate'], first, width)
-        # [rows, N, block] -> [rows, block, N]: written channel-first ([2, block, N, N]).
-        sides.append(jnp.swapaxes(mask_rows * proj * jax.nn.sigmoid(gate), 1, 2))
-      return jnp.stack(sides, axis=1)
-
-    sides = map_chunks(projections, num_res, chunk, out_axis=2)
-    return jnp.einsum(channel_first, sides[0], sides[1], preferred_element_type=jnp.float32)
-
-  product = map_chunks(block_product, num_intermediate, width)
-
-  def outputs(start):
+  def right_rows(start):  # [chunk, c, N] of the channel-first right projection
     rows = layer_norm(take_chunk(pair, start, chunk, 0), params['layer_norm_input'])
-    update = jnp.moveaxis(jax.lax.dynamic_slice_in_dim(product, start, chunk, 1), 0, -1)
-    update = layer_norm(update, params['center_layer_norm']).astype(pair.dtype)
-    update = _linear(update, params['output_projection'])
-    return update * jax.nn.sigmoid(_linear(rows, params['gating_linear']))
+    right = _gated(rows, take_chunk(pair_mask, start, chunk, 0), params, 'right')
+    return jnp.swapaxes(right, 1, 2)
 
-  return map_chunks(outputs, num_res, chunk)
+  right = map_chunks(right_rows, pair.shape[0], chunk, out_axis=1)
+
+  def update(_, pair_chunk, mask_chunk):
+    rows = layer_norm(pair_chunk, params['layer_norm_input'])
+    left = jnp.moveaxis(_gated(rows, mask_chunk, params, 'left'), -1, 0)
+    product = jnp.einsum(product_equation, left, right, preferred_element_type=jnp.float32)
+    product = layer_norm(jnp.moveaxis(product, 0, -1), params['center_layer_norm'])
+    product = linear(product.astype(pair.dtype), params['output_projection'])
+    product = product * jax.nn.sigmoid(linear(rows, params['gating_linear']))
+    return pair_chunk + product if add_to_input else product
+
+  return chunked(module, update, chunk, [pair, pair_mask], axis=axis, in_place=add_to_input)

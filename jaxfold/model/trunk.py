@@ -71,8 +71,10 @@ class EmbeddingsAndEvoformer(nn.Module):
     c, gc = self.config, self.global_config
     dtype = gc.compute_dtype
 
+    # With the previous pair recycled, the input pair is built straight into its buffer.
     msa, pair = InputEmbedder(c.msa_channel, c.pair_channel, c.max_relative_feature, gc)(
-        batch['target_feat'], batch['msa_feat'], batch['residue_index'])
+        batch['target_feat'], batch['msa_feat'], batch['residue_index'],
+        pair_as_rows=c.recycle_features)
     if c.recycle_pos or c.recycle_features:
       msa, pair = RecyclingEmbedder(c.pair_channel, c.prev_pos, c.recycle_pos,
                                     c.recycle_features, gc)(
@@ -83,8 +85,8 @@ class EmbeddingsAndEvoformer(nn.Module):
 
     if c.template.enabled:
       templates = {k: batch[k] for k in TEMPLATE_PAIR_FEATURES + ('template_mask',)}
-      pair = pair + TemplateEmbedding(c.template, gc, name='template_embedding')(
-          pair, templates, mask_2d, deterministic)
+      pair = TemplateEmbedding(c.template, gc, name='template_embedding')(
+          pair, templates, mask_2d, deterministic, add_to_input=True)
 
     extra_msa = ExtraMsaEmbedder(c.extra_msa_channel, gc)(
         batch['extra_msa'], batch['extra_has_deletion'], batch['extra_deletion_value'])
