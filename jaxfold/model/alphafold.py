@@ -105,11 +105,17 @@ class AlphaFoldIteration(nn.Module):
     return ret
 
 
-def _next_prev(ret: Mapping[str, Any]) -> dict[str, jax.Array]:
-  """What the next iteration recycles, constant under differentiation (Suppl. 1.10)."""
+def _next_prev(ret: Mapping[str, Any], pair_dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+  """What the next iteration recycles, constant under differentiation (Suppl. 1.10).
+
+  The pair in `pair_dtype`: between iterations it is kept in the compute dtype, the one the
+  trunk computed it in (so nothing is rounded, unless ensemble members were averaged): in
+  bfloat16 it then takes half the memory, and the next iteration builds its input pair in
+  the same buffer (`RecyclingEmbedder`).
+  """
   prev = {'prev_pos': ret['structure_module']['final_atom_positions'],
           'prev_msa_first_row': ret['representations']['msa_first_row'],
-          'prev_pair': ret['representations']['pair']}
+          'prev_pair': ret['representations']['pair'].astype(pair_dtype)}
   return jax.tree.map(jax.lax.stop_gradient, prev)
 
 
@@ -155,12 +161,15 @@ class AlphaFold(nn.Module):
       return {k: jax.lax.dynamic_slice_in_dim(v, index * num_ensemble, num_ensemble)
               for k, v in batch.items()}
 
+    dtype = self.global_config.compute_dtype
+
     def body(module, carry):
       index, prev = carry
       ret = module.iteration(iteration_batch(index), prev, deterministic)
-      return index + 1, _next_prev(ret)
+      return index + 1, _next_prev(ret, dtype)
 
-    carry = (jnp.asarray(0), jax.tree.map(jax.lax.stop_gradient, dict(prev)))
+    prev = dict(prev, prev_pair=prev['prev_pair'].astype(dtype))
+    carry = (jnp.asarray(0), jax.tree.map(jax.lax.stop_gradient, prev))
     # Parameters are created by the final call; a while_loop cannot create them.
     if not self.is_initializing():
       carry = nn.while_loop(lambda _, carry: carry[0] < num_recycle, body, self, carry,
