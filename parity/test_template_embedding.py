@@ -63,9 +63,12 @@ def test_single_template_embedding(parity, params, shared_dir, use_template_unit
 
   ref = apply_reference(reference, single_params, dict(
       query=inputs['query'], template=template, mask_2d=inputs['mask_2d']))
-  out = jax.jit(SingleTemplateEmbedding(cfg).apply)(
-      {'params': flax_params(single_params)}, template, inputs['mask_2d'])
-  parity.check(f'single_template_embedding(unit_vector={use_template_unit_vector})', out, ref)
+  for pair_chunk_size in (None, 5):  # 5: features, embedding and stack 5 rows at a time
+    ours = SingleTemplateEmbedding(cfg, GlobalConfig(pair_chunk_size=pair_chunk_size))
+    out = jax.jit(ours.apply)({'params': flax_params(single_params)}, template,
+                              inputs['mask_2d'])
+    parity.check(f'single_template_embedding(unit_vector={use_template_unit_vector}, '
+                 f'pair_chunk={pair_chunk_size})', out, ref)
 
 
 def _ours(params, inputs, subbatch_size=None, pair_chunk_size=None):
