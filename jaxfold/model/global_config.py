@@ -24,9 +24,11 @@ class GlobalConfig:
       chunks of `attention_chunk_size`, memory-efficient backward pass).
     attention_chunk_size: the query and key chunk of 'chunked' attention.
     pair_chunk_size: rows of the pair representation computed at a time by the layers that
-      read or write all of it (triangle multiplication, pair biases, template pointwise
-      attention), so that no N_res x N_res x c intermediate exists in one piece beyond the
-      pair itself and one update. None computes each in one piece (AlphaFold's way).
+      read or write all of it (embedders, triangle multiplication, pair biases, template
+      features and pointwise attention, the outer product mean's rows), so that no
+      N_res x N_res x c intermediate exists in one piece beyond the pair itself and, in a
+      triangle multiplication, its right projection; without dropout every update is added
+      into the pair in place. None computes each in one piece (AlphaFold's way).
   """
   dtype: Literal['float32', 'bfloat16'] = 'float32'
   subbatch_size: int | None = None
