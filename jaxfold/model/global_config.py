@@ -25,7 +25,7 @@ class GlobalConfig:
     attention_chunk_size: the query and key chunk of 'chunked' attention.
     pair_chunk_size: rows of the pair representation computed at a time by the layers that
       read or write all of it (embedders, triangle multiplication, pair biases, template
-      features and pointwise attention, the outer product mean's rows), so that no
+      features and pointwise attention), so that no
       N_res x N_res x c intermediate exists in one piece beyond the pair itself and, in a
       triangle multiplication, its right projection; without dropout every update is added
       into the pair in place. None computes each in one piece (AlphaFold's way).

@@ -23,8 +23,7 @@ class OuterProductMeanConfig:
 
   first: run before the MSA row attention instead of after the MSA transition (AlphaFold's
     monomer models: after). chunk_size: residues of the left side per chunk, used when
-    `global_config.subbatch_size` is set (memory-bounded mode); never more than
-    `global_config.pair_chunk_size` when that is set.
+    `global_config.subbatch_size` is set (memory-bounded mode).
   """
   chunk_size: int = 128
   dropout_rate: float = 0.0
@@ -71,11 +70,7 @@ class OuterProductMean(nn.Module):
       norm = jnp.einsum('ia,aj->ij', mask_res, mask[..., 0], preferred_element_type=jnp.float32)
       return (update / (_NORM_EPSILON + norm[..., None])).astype(msa.dtype)
 
-    # Each chunk's outer products [chunk, N_res, c, c] are c^2 / c_z (8 in AlphaFold) times
-    # its rows of the pair: with `pair_chunk_size` set, a chunk is at most that many rows.
     chunk_size = c.chunk_size if gc.subbatch_size is not None else None
-    if gc.pair_chunk_size is not None:
-      chunk_size = min(chunk_size or gc.pair_chunk_size, gc.pair_chunk_size)
     if add_to is None:
       return chunked(self, rows_of_update, chunk_size, [left, mask[..., 0]], axis=1, out_axis=0)
     return chunked(self, lambda mdl, pair, *rest: pair + rows_of_update(mdl, *rest), chunk_size,

@@ -36,9 +36,9 @@ INCOMING = TriangleMultiplicationConfig(equation='kjc,kic->ijc')
 
 
 # The chunked path per equation: the axis of the pair it chunks (rows for outgoing edges,
-# columns for incoming ones) and its product of a chunk of the left projection, channel-first
-# [c, chunk, N], with the whole right one [c, N, N].
-_CHUNKED = {'ikc,jkc->ijc': (0, 'ctk,cjk->ctj'), 'kjc,kic->ijc': (1, 'ctk,cki->cti')}
+# columns for incoming ones), which is also the axis of the channel-first right projection
+# [c, N, N] its rows are stored along, so that both sum over the right projection's last axis.
+_CHUNKED = {'ikc,jkc->ijc': 0, 'kjc,kic->ijc': 1}
 
 
 class TriangleMultiplication(nn.Module):
@@ -104,7 +104,8 @@ def _chunked(module: nn.Module, pair: jax.Array, pair_mask: jax.Array, equation:
 
   Row i of the outgoing product sums left row i against the whole right projection; column
   j of the incoming one, left column j against it. So the gated right projection is built
-  first, row chunk by row chunk, channel-first [c, N, N] (the one whole intermediate);
+  first, row chunk by row chunk, channel-first [c, N, N] (the one whole intermediate;
+  transposed for incoming edges, so that both sum over its last axis);
   then, chunk by chunk along the chunked axis, the left projection, its float32 product
   with the right one, the center layer norm, the output projection and the gate, which
   need nothing of the pair beyond the chunk. With `add_to_input` each chunk's update is
@@ -113,7 +114,7 @@ def _chunked(module: nn.Module, pair: jax.Array, pair_mask: jax.Array, equation:
   if equation not in _CHUNKED:
     raise ValueError(f'no chunked triangle multiplication for {equation!r}; expected one of '
                      f'{sorted(_CHUNKED)}')
-  axis, product_equation = _CHUNKED[equation]
+  axis = _CHUNKED[equation]
   params = module.variables['params']
 
   def right_rows(start):  # [chunk, c, N] of the channel-first right projection
@@ -121,12 +122,13 @@ def _chunked(module: nn.Module, pair: jax.Array, pair_mask: jax.Array, equation:
     right = _gated(rows, take_chunk(pair_mask, start, chunk, 0), params, 'right')
     return jnp.swapaxes(right, 1, 2)
 
-  right = map_chunks(right_rows, pair.shape[0], chunk, out_axis=1)
+  # Outgoing: right[c, j, k] of pair (j, k); incoming: right[c, i, k] of pair (k, i).
+  right = map_chunks(right_rows, pair.shape[0], chunk, out_axis=1 + axis)
 
   def update(_, pair_chunk, mask_chunk):
     rows = layer_norm(pair_chunk, params['layer_norm_input'])
     left = jnp.moveaxis(_gated(rows, mask_chunk, params, 'left'), -1, 0)
-    product = jnp.einsum(product_equation, left, right, preferred_element_type=jnp.float32)
+    product = jnp.einsum('ctk,cjk->ctj', left, right, preferred_element_type=jnp.float32)
     product = layer_norm(jnp.moveaxis(product, 0, -1), params['center_layer_norm'])
     product = linear(product.astype(pair.dtype), params['output_projection'])
     product = product * jax.nn.sigmoid(linear(rows, params['gating_linear']))
