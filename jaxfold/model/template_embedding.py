@@ -225,9 +225,9 @@ class TemplateEmbedding(nn.Module):
     templates): after each template, every pair position keeps its running maximum logit,
     sum of exponentials and weighted sum of values per head, in float32, updated `chunk`
     pair rows at a time. Only one template's pair exists at a time; with `add_to_input` the
-    result is added into the query in place. The running state starts
-    from the first template's logits and values, not from constants, which XLA would keep
-    alive from the start of the program.
+    result is added into the query in place. The running state starts from the first
+    template's logits and values, not from constants, which XLA would keep alive from the
+    start of the program.
     """
     c, gc = self.config, self.global_config
     p = self.variables['params']['attention']
