@@ -66,8 +66,8 @@ def attend_along_rows(module: nn.Module, act: jax.Array, mask: jax.Array,
   attends along columns instead (act read transposed, the update written back in act's
   layout). With `global_config.subbatch_size` the rows are normalised and attend a chunk
   at a time. With `add_to_input`, returns act + update, added in place chunk by chunk (the
-  bias must then be computed beforehand). Creates the 'attention' submodule of
-  `module` (call inside a compact method).
+  bias must then be computed beforehand). Creates the 'attention' submodule of `module`
+  (call inside a compact method).
   """
   attention = Attention(num_head=config.num_head, output_dim=act.shape[-1],
                         key_dim=config.key_dim, value_dim=config.value_dim,
