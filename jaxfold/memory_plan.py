@@ -34,7 +34,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # 4 rows at a time.
     'alphafold': {'subbatch_size': 4},
     # And the pair's projections, triangle multiplication and template attention 64 pair rows
-    # at a time: besides the pair, no whole N x N x c intermediate but the triangle product.
+    # at a time, each update added into the pair in place: besides the pair, no whole
+    # N x N x c intermediate but a triangle multiplication's right projection.
     'lean': {'subbatch_size': 4, 'pair_chunk_size': 64},
     # And the attention logits in 256 x 256 blocks (online softmax).
     'leanest': {'subbatch_size': 4, 'pair_chunk_size': 64, 'attention': 'chunked',
