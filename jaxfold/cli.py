@@ -268,20 +268,30 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
   from jaxfold import memory_plan  # pylint: disable=import-outside-toplevel
+  if args.train:
+    for flag, given in (('--length', args.length is not None), ('--longest', args.longest),
+                        ('--logits', args.logits)):
+      if given:
+        raise ValueError(f'--train plans a training step: give --crop, not {flag}')
+    if args.crop is None:
+      raise ValueError('--train needs --crop (the residues of a training crop)')
+  elif args.crop is not None:
+    raise ValueError('--crop sizes a training step: add --train, or give --length')
   if args.longest and args.budget is None:
     raise ValueError('--longest needs --budget (the memory to fit)')
-  if args.length is None and not args.longest:
+  if args.length is None and not args.longest and not args.train:
     raise ValueError('--length is required (or --longest with --budget)')
   if args.settings and args.budget and not args.longest:
     raise ValueError('--settings and --budget: give one (--budget chooses the settings)')
-  if args.settings:
-    memory_plan.global_config(args.settings)  # an unknown name fails before any compilation
+  if args.settings:  # an unknown name fails before any compilation
+    memory_plan.global_config(args.settings, train=args.train)
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   progress = _Progress(args.quiet)
+  length = args.crop if args.train else args.length
   shapes = memory_plan.preset_shapes(
-      args.preset, memory_plan.LENGTH_STEP if args.length is None else args.length,
+      args.preset, memory_plan.LENGTH_STEP if length is None else length,
       msa_clusters=args.msa_clusters, extra_msa=args.extra_msa, templates=args.templates,
-      num_recycle=args.num_recycle, dtype=args.dtype, logits=args.logits)
+      num_recycle=args.num_recycle, dtype=args.dtype, logits=args.logits, train=args.train)
   if args.longest:
     progress(f'longest sequence within {args.budget}: planning lengths '
              f'(one compilation each, about 20-60 s)')
@@ -289,7 +299,7 @@ def _plan(args: argparse.Namespace) -> None:
   elif budget is not None:
     result = memory_plan.choose(shapes, budget, progress)
   else:
-    progress(f'compiling the prediction of {shapes.describe()}')
+    progress(f'compiling the {"step" if args.train else "prediction"} of {shapes.describe()}')
     result = memory_plan.plan(shapes, args.settings or memory_plan.DEFAULT_SETTINGS)
   if args.json:
     print(json.dumps({**result.as_dict(), 'budget_bytes': budget, 'longest': args.longest}))
@@ -298,7 +308,8 @@ def _plan(args: argparse.Namespace) -> None:
   print(result.shapes.describe())
   print(f'settings {result.settings}: subbatch {gc.subbatch_size or "off"}, pair chunk '
         f'{gc.pair_chunk_size or "off"}, attention {gc.attention}'
-        + (f' (blocks of {gc.attention_chunk_size})' if gc.attention == 'chunked' else ''))
+        + (f' (blocks of {gc.attention_chunk_size})' if gc.attention == 'chunked' else '')
+        + (', every block rematerialised' if gc.use_remat else ''))
   for label, value in (('arguments', result.argument_bytes), ('outputs', result.output_bytes),
                        ('temporaries', result.temp_bytes), ('aliased', -result.alias_bytes),
                        ('total', result.total_bytes)):
@@ -594,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
                   'outputs, temporaries and the total. Settings, least chunked first: '
                   'one_piece, alphafold (AlphaFold\'s subbatches), lean (predict\'s default: '
                   'and the pair in row chunks), leanest (and attention in blocks). The plan is '
-                  'this machine\'s compiler\'s; a GPU\'s or TPU\'s differs somewhat.')
+                  'this machine\'s compiler\'s; a GPU\'s or TPU\'s differs somewhat. With '
+                  '--train, one step of jaxfold train on a crop, on one device.')
   plan.add_argument('--preset', required=True, help=f'model preset ({", ".join(PRESETS)})')
   plan.add_argument('--length', type=int, help='residues')
   plan.add_argument('--msa-clusters', type=int,
@@ -607,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
   plan.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
   plan.add_argument('--logits', action='store_true',
                     help='plan predict --save-logits (the heads\' logits returned too)')
+  plan.add_argument('--train', action='store_true',
+                    help='plan one step of jaxfold train instead: forward and backward pass '
+                         'of a --crop, the fine-tuning loss, Adam and the parameter average '
+                         '(settings: alphafold, lean)')
+  plan.add_argument('--crop', type=int, help='with --train: residues of the training crop')
   plan.add_argument('--settings', help='plan these settings (default: lean, or leanest with '
                                        '--longest)')
   plan.add_argument('--budget', help='memory to fit, e.g. 40GiB, 16G, 80GB: plan the settings '

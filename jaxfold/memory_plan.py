@@ -10,6 +10,12 @@ its recycling slices, the recycling loop, and the outputs predict writes.
 The settings are named levels of chunking (`SETTINGS`), from the fewest loop iterations to the
 most. Fewer, larger pieces keep an accelerator busiest, so `choose` takes the first level
 whose plan fits the budget; `longest` finds the longest sequence the leanest level fits.
+
+With `Shapes.train` the program is one step of `jaxfold train` instead (`TRAIN_SETTINGS`): a
+crop of `length` residues, its forward and backward pass through the drawn recycling
+iterations, the fine-tuning loss, gradient clipping, Adam and the parameter average, on one
+device. Its batch is a training example the training pipeline makes from a synthetic chain of
+that length, so every feature and label has the shape a real one has.
 """
 
 import dataclasses
@@ -20,11 +26,18 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxfold import inference
+from jaxfold.common import residue_constants as rc
+from jaxfold.data import ground_truth, msa_features, parsers, processing, templates
+from jaxfold.data.processing import TrainingDataConfig
+from jaxfold.loss.total import FINE_TUNING
 from jaxfold.model import config as config_lib
 from jaxfold.model.alphafold import AlphaFold, feature_shapes
 from jaxfold.model.global_config import GlobalConfig
+from jaxfold.train import optimizer, sharding, state as state_lib, step as step_lib
+from jaxfold.train.config import TrainConfig
 
 # Named settings, least chunked first (GlobalConfig fields).
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -42,6 +55,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
                 'attention_chunk_size': 256},
 }
 DEFAULT_SETTINGS = 'lean'
+
+# Named settings of the training step (TrainConfig fields), least chunked first; every
+# Evoformer, extra-MSA and template block is rematerialised in the backward pass.
+TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
+    # AlphaFold's: each attention's logits whole, kept for the backward pass.
+    'alphafold': {},
+    # Attention in 256 x 256 blocks whose backward pass recomputes each block (online
+    # softmax), 64 rows (sequences, residues) at a time: no attention's logits exist whole in
+    # either pass, which is what 5,120 extra sequences at crop 384 need.
+    'lean': {'attention': 'chunked', 'subbatch_size': 64},
+}
 # `longest` reports lengths to this many residues.
 LENGTH_STEP = 32
 
@@ -64,10 +88,16 @@ def gib(num_bytes: float) -> str:
   return f'{num_bytes / 2**30:.2f} GiB'
 
 
-def global_config(settings: str, dtype: str = 'float32') -> GlobalConfig:
-  if settings not in SETTINGS:
-    raise ValueError(f'unknown settings {settings!r}; choose one of {", ".join(SETTINGS)}')
-  return GlobalConfig(dtype=dtype, **SETTINGS[settings])
+def settings_of(train: bool) -> dict[str, dict[str, Any]]:
+  return TRAIN_SETTINGS if train else SETTINGS
+
+
+def global_config(settings: str, dtype: str = 'float32', train: bool = False) -> GlobalConfig:
+  named = settings_of(train)
+  if settings not in named:
+    raise ValueError(f'unknown {"training " if train else ""}settings {settings!r}; choose one '
+                     f'of {", ".join(named)}')
+  return GlobalConfig(dtype=dtype, use_remat=train, **named[settings])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,21 +111,27 @@ class Shapes:
   num_recycle: int
   dtype: str = 'float32'
   logits: bool = False  # the heads' logits returned too (predict --save-logits)
+  train: bool = False  # a training step on a crop of `length` residues, not a prediction
 
   def describe(self) -> str:
-    return (f'{self.preset}, {self.length:,} residues, {self.msa_clusters:,} MSA clusters, '
-            f'{self.extra_msa:,} extra sequences, {self.templates} templates, {self.dtype}, '
-            f'{self.num_recycle} recycling iterations'
+    what = (f'training step of {self.preset}, crop {self.length:,} residues' if self.train
+            else f'{self.preset}, {self.length:,} residues')
+    recycling = (f'up to {self.num_recycle} recycling iterations (all compiled)' if self.train
+                 else f'{self.num_recycle} recycling iterations')
+    return (f'{what}, {self.msa_clusters:,} MSA clusters, {self.extra_msa:,} extra sequences, '
+            f'{self.templates} templates, {self.dtype}, {recycling}'
             + (', logits returned' if self.logits else ''))
 
 
 def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
                   extra_msa: int | None = None, templates: int | None = None,
                   num_recycle: int | None = None, dtype: str = 'float32',
-                  logits: bool = False) -> Shapes:
+                  logits: bool = False, train: bool = False) -> Shapes:
   """The shapes `jaxfold predict` gives the model for a sequence of `length` residues with full
   alignments: the preset's MSA sizes unless given (MSA clusters as the batch holds them, less
-  the template rows where the preset makes room for them)."""
+  the template rows where the preset makes room for them). With `train`, those of a training
+  crop of `length` residues with as many sequences (model_1's 512 clusters and 5,120 extra
+  sequences are AlphaFold's fine-tuning sizes) and up to `num_recycle` iterations."""
   config = config_lib.preset(preset)
   data, template = config.data, config.model.embeddings_and_evoformer.template
   for name, value in (('length', length), ('msa clusters', msa_clusters),
@@ -114,7 +150,8 @@ def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
   return Shapes(preset, length, msa_clusters,
                 data.common.max_extra_msa if extra_msa is None else extra_msa,
                 max(templates, 1) if template.enabled else 0,
-                config.model.num_recycle if num_recycle is None else num_recycle, dtype, logits)
+                config.model.num_recycle if num_recycle is None else num_recycle, dtype, logits,
+                train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +180,19 @@ class Plan:
 
 
 def plan(shapes: Shapes, settings: str = DEFAULT_SETTINGS) -> Plan:
-  """Compiles the prediction of `shapes` under `settings` on abstract inputs; runs nothing."""
-  gc = global_config(settings, shapes.dtype)
+  """Compiles the prediction (or training step) of `shapes` under `settings` on abstract
+  inputs; runs nothing."""
+  gc = global_config(settings, shapes.dtype, shapes.train)
+  program, args = (_training_step if shapes.train else _prediction)(shapes, gc)
+  start = time.perf_counter()
+  memory = program.lower(*args).compile().memory_analysis()
+  return Plan(shapes, settings, gc, memory.argument_size_in_bytes, memory.output_size_in_bytes,
+              memory.temp_size_in_bytes, memory.alias_size_in_bytes,
+              time.perf_counter() - start)
+
+
+def _prediction(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]:
+  """`jaxfold predict`'s program and its abstract (parameters, batch)."""
   model_config = config_lib.preset(shapes.preset).model
   model = AlphaFold(model_config, gc)
   num_slices = shapes.num_recycle + 1 if model_config.resample_msa_in_recycling else 1
@@ -152,17 +200,72 @@ def plan(shapes: Shapes, settings: str = DEFAULT_SETTINGS) -> Plan:
                          num_templates=max(shapes.templates, 1), num_slices=num_slices)
   one_slice = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in batch.items()}
   params = jax.eval_shape(model.init, jax.random.key(0), one_slice)['params']
-  start = time.perf_counter()
   run = inference.prediction_fn(model, shapes.num_recycle, logits=shapes.logits)
-  memory = jax.jit(run).lower(params, batch).compile().memory_analysis()
-  return Plan(shapes, settings, gc, memory.argument_size_in_bytes, memory.output_size_in_bytes,
-              memory.temp_size_in_bytes, memory.alias_size_in_bytes,
-              time.perf_counter() - start)
+  return jax.jit(run), (params, batch)
+
+
+def train_config(shapes: Shapes, gc: GlobalConfig) -> TrainConfig:
+  """`jaxfold train`'s config for one example of `shapes` per step on one device."""
+  model = config_lib.preset(shapes.preset)
+  weights = FINE_TUNING.weights
+  if not model.model.heads.predicted_aligned_error.weight:  # no pTM head
+    weights = dataclasses.replace(weights, aligned_error=0.0)
+  reduce = (model.data.common.reduce_msa_clusters_by_max_templates
+            and model.model.embeddings_and_evoformer.template.enabled)
+  crop = TrainingDataConfig(
+      crop_size=shapes.length, max_extra_msa=shapes.extra_msa,
+      max_msa_clusters=shapes.msa_clusters + (shapes.templates if reduce else 0),
+      max_templates=max(shapes.templates, 1))
+  return TrainConfig(preset=shapes.preset, model=model, crop=crop,
+                     loss=dataclasses.replace(FINE_TUNING, weights=weights),
+                     global_batch_size=1, mesh=(('data', 1),), sharding='data',
+                     max_num_recycle=shapes.num_recycle, dtype=shapes.dtype,
+                     use_remat=gc.use_remat, subbatch_size=gc.subbatch_size,
+                     attention=gc.attention)
+
+
+def training_example(config: TrainConfig, seed: int = 0) -> dict[str, np.ndarray]:
+  """The training pipeline's example of `config`'s crop from a synthetic chain: random
+  sequences as its alignment (as many as the crop samples), random coordinates of every
+  atom as its structure, no template hits (the batch holds padded template slots)."""
+  rng = np.random.default_rng(seed)
+  crop = config.crop
+  num_res, num_seq = crop.crop_size, crop.max_msa_clusters + crop.max_extra_msa + 1
+  letters = np.array(rc.restypes)
+  sequences = [''.join(row) for row in rng.choice(letters, (num_seq, num_res))]
+  raw = msa_features.make_sequence_features(sequences[0], 'synthetic', num_res)
+  raw.update(msa_features.make_msa_features([parsers.Msa(
+      sequences, np.zeros((num_seq, num_res), np.int32), ['synthetic'] * num_seq)]))
+  raw.update(templates.empty_template_features(num_res))
+  aatype = np.argmax(raw['aatype'], axis=-1)
+  positions = rng.normal(scale=10.0, size=(num_res, rc.atom_type_num, 3))
+  raw.update(ground_truth.ground_truth_features(
+      aatype, positions, np.asarray(rc.restype_atom37_mask)[aatype], resolution=2.0,
+      source='synthetic chain'))
+  return processing.process_features(raw, config.model.data, mode='train', seed=seed,
+                                     num_recycle=config.max_num_recycle, train_config=crop,
+                                     source='synthetic chain')
+
+
+def _training_step(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]:
+  """`jaxfold train`'s step on one device and its abstract (state, batch)."""
+  config = train_config(shapes, gc)
+  mesh = sharding.make_mesh(config.mesh, config.sharding, jax.devices()[:1])
+  rules = sharding.LAYOUTS[config.sharding]
+  tx = optimizer.adam(config.optimizer)
+  state = jax.eval_shape(lambda: state_lib.create(
+      state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
+  state_shardings = sharding.state_shardings(state, mesh, rules, tx)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  batch = {k: jax.ShapeDtypeStruct((1,) + v.shape, v.dtype, sharding=batch_sharding)
+           for k, v in training_example(config).items()}
+  step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
+  return step, (sharding.abstract(state, state_shardings), batch)
 
 
 def choose(shapes: Shapes, budget: int, progress=lambda message: None) -> Plan:
   """The plan of the least chunked settings that fit `budget` bytes; ValueError if none does."""
-  for settings in SETTINGS:
+  for settings in settings_of(shapes.train):
     result = plan(shapes, settings)
     fits = result.total_bytes <= budget
     progress(f'settings {settings}: {gib(result.total_bytes)} '

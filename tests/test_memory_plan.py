@@ -55,7 +55,8 @@ def fake_compiler(monkeypatch):
 
   def plan(shapes, settings=memory_plan.DEFAULT_SETTINGS):
     planned.append((settings, shapes.length))
-    return memory_plan.Plan(shapes, settings, memory_plan.global_config(settings),
+    return memory_plan.Plan(shapes, settings,
+                            memory_plan.global_config(settings, train=shapes.train),
                             argument_bytes=int(2e8), output_bytes=0,
                             temp_bytes=_fake_total(settings, shapes.length) - int(2e8),
                             alias_bytes=0, compile_seconds=0.0)
@@ -74,6 +75,14 @@ def test_budget_chooses_the_least_chunked_settings_that_fit(fake_compiler):
   assert [s for s, _ in fake_compiler] == ['one_piece', 'alphafold', 'lean']
   with pytest.raises(ValueError, match='2,048 residues do not fit'):
     memory_plan.choose(shapes, _fake_total('leanest', 2048) - 1)
+
+
+def test_a_training_budget_chooses_among_the_training_settings(fake_compiler):
+  shapes = memory_plan.preset_shapes('model_1_ptm', 384, train=True)
+  chosen = memory_plan.choose(shapes, _fake_total('lean', 384) + 1)
+  assert [s for s, _ in fake_compiler] == ['alphafold', 'lean']
+  assert chosen.global_config == GlobalConfig(attention='chunked', subbatch_size=64,
+                                              use_remat=True)
 
 
 @pytest.mark.parametrize('budget_gib', [16, 40, 80])
@@ -121,6 +130,13 @@ def test_plan_of_a_small_prediction(capsys):
     (['--preset', 'model_1_ptm', '--length', '100', '--settings', 'tiny'], "unknown settings"),
     (['--preset', 'model_1_ptm', '--length', '100', '--settings', 'lean', '--budget', '4G'],
      '--settings and --budget'),
+    (['--preset', 'model_1_ptm', '--train'], '--train needs --crop'),
+    (['--preset', 'model_1_ptm', '--train', '--length', '100'], 'give --crop, not --length'),
+    (['--preset', 'model_1_ptm', '--train', '--crop', '256', '--budget', '4G', '--longest'],
+     'give --crop, not --longest'),
+    (['--preset', 'model_1_ptm', '--crop', '256'], '--crop sizes a training step'),
+    (['--preset', 'model_1_ptm', '--train', '--crop', '256', '--settings', 'leanest'],
+     "unknown training settings 'leanest'"),
 ])
 def test_bad_input_fails_in_one_line(capsys, argv, names):
   assert_fails(capsys, ['plan', *argv], names)

@@ -5,6 +5,12 @@ halved to 5e-4 without warm-up, and the structural-violation (1.0), experimental
 (0.01) and pTM aligned-error (0.1) losses switched on: model_1_ptm's network and heads.
 Start it from trained weights: `jaxfold train ... --init params_model_1_ptm.npz` (or an
 OpenFold .pt, or a jaxfold checkpoint).
+
+Memory: the step's attention runs in blocks whose logits the backward pass recomputes, 64
+rows at a time (`jaxfold plan --train` settings 'lean'; the same gradients as whole logits).
+With AlphaFold's whole logits the 5,120 extra sequences' row attention alone needs 22 GiB
+per layer; XLA's plan of the step on one device is 200.6 GiB that way and 35.1 GiB this way
+(`jaxfold plan --train --preset model_1_ptm --crop 384`, CPU compiler, float32).
 """
 
 from jaxfold.data.processing import TrainingDataConfig
@@ -25,5 +31,7 @@ def get_config() -> TrainConfig:
       validation=ValidationConfig(every=1000, num_recycle=3),
       global_batch_size=128,
       max_num_recycle=3,
+      attention='chunked',
+      subbatch_size=64,
       checkpoint_every=1000,
   )

@@ -26,6 +26,7 @@ from jaxfold.data.processing import TrainingDataConfig
 from jaxfold.data.training_set import DataSource
 from jaxfold.loss.total import INITIAL_TRAINING, LossConfig
 from jaxfold.model import config as model_config
+from jaxfold.model.attention_core import Implementation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,10 @@ class TrainConfig:
     -1: the devices left over); a run may resume on another mesh.
   sharding: the layout, a rules table of `jaxfold.train.sharding.LAYOUTS` ('data', 'fsdp',
     'dap', 'fsdp_dap'); a micro-batch's examples are split over its batch axes.
+  use_remat, subbatch_size, attention: the network's memory settings (`GlobalConfig`). With
+    'chunked' attention the backward pass recomputes each block of attention logits instead
+    of storing them, and a subbatch then bounds the rows whose blocks exist at once: what
+    makes the fine-tuning crop fit (`jaxfold plan --train`).
   """
   preset: str = 'model_1'
   model: model_config.AlphaFoldConfig = model_config.preset('model_1')
@@ -95,6 +100,7 @@ class TrainConfig:
   dtype: Literal['float32', 'bfloat16'] = 'float32'
   use_remat: bool = True
   subbatch_size: int | None = None
+  attention: Implementation = 'xla'
   seed: int = 0
   steps: int = 10_000_000
   checkpoint_every: int = 1000

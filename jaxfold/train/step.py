@@ -32,7 +32,7 @@ Batch = Mapping[str, jax.Array]
 
 def global_config(config: TrainConfig) -> GlobalConfig:
   return GlobalConfig(dtype=config.dtype, use_remat=config.use_remat,
-                      subbatch_size=config.subbatch_size)
+                      subbatch_size=config.subbatch_size, attention=config.attention)
 
 
 def model_keys(config: TrainConfig) -> frozenset[str]:
