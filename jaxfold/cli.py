@@ -268,6 +268,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
   from jaxfold import memory_plan  # pylint: disable=import-outside-toplevel
+  from jaxfold.train import sharding  # pylint: disable=import-outside-toplevel
   if args.train:
     for flag, given in (('--length', args.length is not None), ('--longest', args.longest),
                         ('--logits', args.logits)):
@@ -286,12 +287,16 @@ def _plan(args: argparse.Namespace) -> None:
   if args.settings:  # an unknown name fails before any compilation
     memory_plan.global_config(args.settings, train=args.train)
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
+  mesh = sharding.parse_mesh(args.mesh) if args.mesh else ()
+  if mesh and args.train:  # a mesh the devices cannot hold fails before any compilation
+    sharding.make_mesh(mesh, memory_plan.layout(mesh))
   progress = _Progress(args.quiet)
   length = args.crop if args.train else args.length
   shapes = memory_plan.preset_shapes(
       args.preset, memory_plan.LENGTH_STEP if length is None else length,
       msa_clusters=args.msa_clusters, extra_msa=args.extra_msa, templates=args.templates,
-      num_recycle=args.num_recycle, dtype=args.dtype, logits=args.logits, train=args.train)
+      num_recycle=args.num_recycle, dtype=args.dtype, logits=args.logits, train=args.train,
+      mesh=mesh)
   if args.longest:
     progress(f'longest sequence within {args.budget}: planning lengths '
              f'(one compilation each, about 20-60 s)')
@@ -624,6 +629,11 @@ def build_parser() -> argparse.ArgumentParser:
                          'of a --crop, the fine-tuning loss, Adam and the parameter average '
                          '(settings: alphafold, lean)')
   plan.add_argument('--crop', type=int, help='with --train: residues of the training crop')
+  plan.add_argument('--mesh', help='with --train: the device mesh over this machine\'s devices '
+                                   'as axis=size pairs over data, fsdp and res (e.g. res=8; '
+                                   'the layout that uses its axes), one example per '
+                                   'data-parallel replica: the plan of one device (default: '
+                                   'one device)')
   plan.add_argument('--settings', help='plan these settings (default: lean, or leanest with '
                                        '--longest)')
   plan.add_argument('--budget', help='memory to fit, e.g. 40GiB, 16G, 80GB: plan the settings '

@@ -22,7 +22,7 @@ import dataclasses
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -112,6 +112,9 @@ class Shapes:
   dtype: str = 'float32'
   logits: bool = False  # the heads' logits returned too (predict --save-logits)
   train: bool = False  # a training step on a crop of `length` residues, not a prediction
+  # The training step's device mesh as (axis, size) pairs over this machine's devices, one
+  # example per data-parallel replica; () is one device. The plan is one device's.
+  mesh: tuple[tuple[str, int], ...] = ()
 
   def describe(self) -> str:
     what = (f'training step of {self.preset}, crop {self.length:,} residues' if self.train
@@ -120,18 +123,33 @@ class Shapes:
                  else f'{self.num_recycle} recycling iterations')
     return (f'{what}, {self.msa_clusters:,} MSA clusters, {self.extra_msa:,} extra sequences, '
             f'{self.templates} templates, {self.dtype}, {recycling}'
-            + (', logits returned' if self.logits else ''))
+            + (', logits returned' if self.logits else '')
+            + (f'; per device of mesh {",".join(f"{a}={n}" for a, n in self.mesh)} '
+               f'({layout(self.mesh)} layout)' if self.mesh else ''))
+
+
+def layout(mesh: Sequence[tuple[str, int]]) -> str:
+  """The sharding layout that uses every axis of `mesh` of size other than 1."""
+  sizes = dict(mesh)
+  residues, fsdp = sizes.get('res', 1) != 1, sizes.get('fsdp', 1) != 1
+  return {(True, True): 'fsdp_dap', (True, False): 'dap', (False, True): 'fsdp',
+          (False, False): 'data'}[residues, fsdp]
 
 
 def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
                   extra_msa: int | None = None, templates: int | None = None,
                   num_recycle: int | None = None, dtype: str = 'float32',
-                  logits: bool = False, train: bool = False) -> Shapes:
+                  logits: bool = False, train: bool = False,
+                  mesh: Sequence[tuple[str, int]] = ()) -> Shapes:
   """The shapes `jaxfold predict` gives the model for a sequence of `length` residues with full
   alignments: the preset's MSA sizes unless given (MSA clusters as the batch holds them, less
   the template rows where the preset makes room for them). With `train`, those of a training
   crop of `length` residues with as many sequences (model_1's 512 clusters and 5,120 extra
-  sequences are AlphaFold's fine-tuning sizes) and up to `num_recycle` iterations."""
+  sequences are AlphaFold's fine-tuning sizes) and up to `num_recycle` iterations, on `mesh`.
+  """
+  if mesh and not train:
+    raise ValueError('a mesh plans a training step (--train); predictions across devices are '
+                     'not built yet')
   config = config_lib.preset(preset)
   data, template = config.data, config.model.embeddings_and_evoformer.template
   for name, value in (('length', length), ('msa clusters', msa_clusters),
@@ -151,7 +169,7 @@ def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
                 data.common.max_extra_msa if extra_msa is None else extra_msa,
                 max(templates, 1) if template.enabled else 0,
                 config.model.num_recycle if num_recycle is None else num_recycle, dtype, logits,
-                train)
+                train, tuple(mesh))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +223,8 @@ def _prediction(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]
 
 
 def train_config(shapes: Shapes, gc: GlobalConfig) -> TrainConfig:
-  """`jaxfold train`'s config for one example of `shapes` per step on one device."""
+  """`jaxfold train`'s config for one example of `shapes` per step and data-parallel replica
+  (the global batch size is left for the mesh to set)."""
   model = config_lib.preset(shapes.preset)
   weights = FINE_TUNING.weights
   if not model.model.heads.predicted_aligned_error.weight:  # no pTM head
@@ -248,16 +267,21 @@ def training_example(config: TrainConfig, seed: int = 0) -> dict[str, np.ndarray
 
 
 def _training_step(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]:
-  """`jaxfold train`'s step on one device and its abstract (state, batch)."""
-  config = train_config(shapes, gc)
-  mesh = sharding.make_mesh(config.mesh, config.sharding, jax.devices()[:1])
-  rules = sharding.LAYOUTS[config.sharding]
+  """`jaxfold train`'s step on `shapes.mesh` (or one device) and its abstract (state,
+  batch): one example per data-parallel replica."""
+  axes = shapes.mesh or (('data', 1),)
+  mesh = sharding.make_mesh(axes, layout(axes), jax.devices() if shapes.mesh else
+                            jax.devices()[:1])
+  rules = sharding.LAYOUTS[layout(axes)]
+  examples = sharding.batch_split(mesh, rules)
+  config = dataclasses.replace(train_config(shapes, gc), mesh=axes, sharding=layout(axes),
+                               global_batch_size=examples)
   tx = optimizer.adam(config.optimizer)
   state = jax.eval_shape(lambda: state_lib.create(
       state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
   state_shardings = sharding.state_shardings(state, mesh, rules, tx)
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  batch = {k: jax.ShapeDtypeStruct((1,) + v.shape, v.dtype, sharding=batch_sharding)
+  batch = {k: jax.ShapeDtypeStruct((examples,) + v.shape, v.dtype, sharding=batch_sharding)
            for k, v in training_example(config).items()}
   step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
   return step, (sharding.abstract(state, state_shardings), batch)

@@ -137,6 +137,12 @@ def test_plan_of_a_small_prediction(capsys):
     (['--preset', 'model_1_ptm', '--crop', '256'], '--crop sizes a training step'),
     (['--preset', 'model_1_ptm', '--train', '--crop', '256', '--settings', 'leanest'],
      "unknown training settings 'leanest'"),
+    (['--preset', 'model_1_ptm', '--train', '--crop', '256', '--mesh', 'res=8'],
+     'mesh res=8 does not divide 1 devices'),
+    (['--preset', 'model_1_ptm', '--train', '--crop', '256', '--mesh', 'res'],
+     "expected axis=size pairs"),
+    (['--preset', 'model_1_ptm', '--length', '256', '--mesh', 'res=1'],
+     'a mesh plans a training step'),
 ])
 def test_bad_input_fails_in_one_line(capsys, argv, names):
   assert_fails(capsys, ['plan', *argv], names)

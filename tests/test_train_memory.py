@@ -9,6 +9,9 @@ chain through the real training pipeline; it must have a real example's every sh
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -183,3 +186,23 @@ def test_plan_of_a_training_step(capsys):
   assert 4 * 92e6 * 4 < plan['argument_bytes'] < 4 * 93e6 * 4 + 100e6
   assert plan['total_bytes'] == (plan['argument_bytes'] + plan['output_bytes']
                                  + plan['temp_bytes'] - plan['alias_bytes'])
+
+
+@pytest.mark.slow
+def test_plan_of_a_training_step_on_8_devices():
+  """DAP over 8 simulated devices: the whole state on each, a part of the activations
+  (AlphaFold's initial-training crop, where they outweigh the gradient and Adam's update)."""
+  command = [sys.executable, '-m', 'jaxfold.cli', '--quiet', 'plan', '--train', '--preset',
+             'model_3_ptm', '--crop', '256', '--msa-clusters', '128', '--extra-msa', '1024',
+             '--num-recycle', '0', '--json']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  plans = [json.loads(subprocess.run(command + mesh, env=env, check=True, capture_output=True,
+                                     text=True).stdout)
+           for mesh in ([], ['--mesh', 'res=8'])]
+  one, dap = plans
+  assert dap['mesh'] == [['res', 8]] and one['mesh'] == []
+  assert dap['argument_bytes'] == pytest.approx(one['argument_bytes'], rel=0.05)
+  print(f"temporaries: one device {one['temp_bytes'] / 2**30:.2f} GiB, "
+        f"res=8 {dap['temp_bytes'] / 2**30:.2f} GiB")
+  assert dap['temp_bytes'] < one['temp_bytes'] / 2
