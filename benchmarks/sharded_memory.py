@@ -1,7 +1,8 @@
 """Per-device memory of the full AlphaFold2 training step under each sharding layout.
 
 For a real training config (`configs/train/initial.py`, crop 256; `configs/train/finetune.py`,
-crop 384) this compiles the whole training step as `jaxfold train` does (mesh by
+crop 384) this compiles the whole training step as `jaxfold train` does
+(`memory_plan.sharded_training_step`, as `jaxfold plan --train --mesh`: mesh by
 `sharding.make_mesh`, state shardings by `sharding.state_shardings`, the step by
 `step.jit_train_step`, the batch split by `sharding.batch_sharding`) over simulated CPU
 devices (`--xla_force_host_platform_device_count`), on abstract inputs only: shape structs
@@ -67,13 +68,13 @@ import time
 
 import jax
 
+from jaxfold import memory_plan
 from jaxfold.common.atomic_file import atomic_write
 from jaxfold.data.processing import TrainingDataConfig
 from jaxfold.model import config as model_config
 from jaxfold.parity.alphafold_model import shared_dir
 from jaxfold.parity.alphafold_training import training_batch
-from jaxfold.train import config as config_lib, optimizer, sharding
-from jaxfold.train import state as state_lib, step as step_lib
+from jaxfold.train import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = {256: ROOT / 'configs' / 'train' / 'initial.py',
@@ -134,26 +135,15 @@ def measure(case: Case, shared: str) -> dict:
                      'is built with')
   if config.model != model_config.preset(config.preset):
     raise ValueError(f'{CONFIGS[case.crop]}: the network is not the preset {config.preset}\'s')
-  mesh = sharding.make_mesh(case.axes, case.layout, jax.devices()[:case.devices])
-  rules = sharding.LAYOUTS[case.layout]
-  examples = sharding.batch_split(mesh, rules)  # one per data-parallel replica
-  config = dataclasses.replace(config, mesh=case.axes, sharding=case.layout,
-                               global_batch_size=examples, micro_batch_size=None,
-                               use_remat=True)
-
-  tx = optimizer.adam(config.optimizer)
-  shapes = jax.eval_shape(lambda: state_lib.create(
-      state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
-  state_shardings = sharding.state_shardings(shapes, mesh, rules, tx)
-  state = sharding.abstract(shapes, state_shardings)
+  config = dataclasses.replace(config, mesh=case.axes, sharding=case.layout, use_remat=True)
   example = training_batch(shared, config.preset, crop_size=crop.crop_size,
                            max_msa_clusters=crop.max_msa_clusters,
                            max_extra_msa=crop.max_extra_msa,
                            num_recycle=config.max_num_recycle, seed=config.seed)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  batch = {k: jax.ShapeDtypeStruct((examples,) + v.shape, v.dtype, sharding=batch_sharding)
-           for k, v in example.items()}
-  train_step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
+  # One example per data-parallel replica.
+  train_step, state, batch = memory_plan.sharded_training_step(
+      config, example, jax.devices()[:case.devices])
+  examples = next(iter(batch.values())).shape[0]
 
   clock = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()

@@ -14,7 +14,7 @@ whose plan fits the budget; `longest` finds the longest sequence the leanest lev
 With `Shapes.train` the program is one step of `jaxfold train` instead (`TRAIN_SETTINGS`): a
 crop of `length` residues, its forward and backward pass through the drawn recycling
 iterations, the fine-tuning loss, gradient clipping, Adam and the parameter average, on one
-device. Its batch is a training example the training pipeline makes from a synthetic chain of
+device (or one device's part of a step sharded over `Shapes.mesh`). Its batch is a training example the training pipeline makes from a synthetic chain of
 that length, so every feature and label has the shape a real one has.
 """
 
@@ -223,8 +223,7 @@ def _prediction(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]
 
 
 def train_config(shapes: Shapes, gc: GlobalConfig) -> TrainConfig:
-  """`jaxfold train`'s config for one example of `shapes` per step and data-parallel replica
-  (the global batch size is left for the mesh to set)."""
+  """`jaxfold train`'s config for one example of `shapes` per step on one device."""
   model = config_lib.preset(shapes.preset)
   weights = FINE_TUNING.weights
   if not model.model.heads.predicted_aligned_error.weight:  # no pTM head
@@ -270,21 +269,31 @@ def _training_step(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ..
   """`jaxfold train`'s step on `shapes.mesh` (or one device) and its abstract (state,
   batch): one example per data-parallel replica."""
   axes = shapes.mesh or (('data', 1),)
-  mesh = sharding.make_mesh(axes, layout(axes), jax.devices() if shapes.mesh else
-                            jax.devices()[:1])
-  rules = sharding.LAYOUTS[layout(axes)]
+  config = dataclasses.replace(train_config(shapes, gc), mesh=axes, sharding=layout(axes))
+  step, state, batch = sharded_training_step(
+      config, training_example(config), jax.devices() if shapes.mesh else jax.devices()[:1])
+  return step, (state, batch)
+
+
+def sharded_training_step(config: TrainConfig, example: dict[str, np.ndarray],
+                          devices: Sequence[jax.Device]) -> tuple[Any, Any, dict[str, Any]]:
+  """(step, abstract state, abstract batch): `jaxfold train`'s step of `config` on its mesh
+  of `devices` and layout, for a global batch of `example`'s shapes, one per data-parallel
+  replica (`config`'s batch sizes are set to that); the state and batch carry their
+  shardings."""
+  mesh = sharding.make_mesh(config.mesh, config.sharding, devices)
+  rules = sharding.LAYOUTS[config.sharding]
   examples = sharding.batch_split(mesh, rules)
-  config = dataclasses.replace(train_config(shapes, gc), mesh=axes, sharding=layout(axes),
-                               global_batch_size=examples)
+  config = dataclasses.replace(config, global_batch_size=examples, micro_batch_size=None)
   tx = optimizer.adam(config.optimizer)
   state = jax.eval_shape(lambda: state_lib.create(
       state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
   state_shardings = sharding.state_shardings(state, mesh, rules, tx)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   batch = {k: jax.ShapeDtypeStruct((examples,) + v.shape, v.dtype, sharding=batch_sharding)
-           for k, v in training_example(config).items()}
+           for k, v in example.items()}
   step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
-  return step, (sharding.abstract(state, state_shardings), batch)
+  return step, sharding.abstract(state, state_shardings), batch
 
 
 def choose(shapes: Shapes, budget: int, progress=lambda message: None) -> Plan:
