@@ -265,7 +265,9 @@ def _notes(args) -> list[str]:
     notes.append(f'- crop {crop}: {CONFIGS[crop].relative_to(ROOT)}, {config.preset}, '
                  f'{config.crop.max_msa_clusters} MSA clusters ({config.crop.max_templates} '
                  f'of them template rows), {config.crop.max_extra_msa} extra sequences, '
-                 f'{config.crop.max_templates} templates, {remat}, dropout={config.dropout}, '
+                 f'{config.crop.max_templates} templates, {remat}, attention='
+                 f'{config.attention!r}, subbatch_size={config.subbatch_size}, '
+                 f'dropout={config.dropout}, '
                  f'{config.dtype}, max_num_recycle={config.max_num_recycle} (the recycling loop '
                  f'is compiled whatever is drawn; {config.max_num_recycle + 1} batch slices).')
   return notes
