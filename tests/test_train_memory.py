@@ -79,11 +79,10 @@ def test_lean_training_settings_give_each_attentions_gradients(name):
   msa_mask = (np.arange(num_seq) < 11)[:, None] * seq_mask[None, :]
   pair_mask = seq_mask[:, None] * seq_mask[None, :]
   if name.startswith('triangle'):
-    inputs, masks, weights = [pair], [pair_mask], rng.standard_normal(pair.shape)
+    inputs, mask, weights = [pair], pair_mask, rng.standard_normal(pair.shape)
   else:
-    inputs, masks, weights = [msa], [msa_mask], rng.standard_normal(msa.shape)
-    inputs += [pair] if name == 'msa_row_attention_with_pair_bias' else []
-  arguments = lambda x: (x[0], *masks, *x[1:])  # (act, mask[, pair])
+    inputs, mask, weights = [msa, pair], msa_mask, rng.standard_normal(msa.shape)
+  arguments = lambda x: (x[0], mask, *x[1:])  # (act, mask[, pair])
   modules = {'alphafold': _MODULES[name](memory_plan.global_config('alphafold', train=True)),
              'lean': _MODULES[name](_lean(8, attention_chunk_size=8))}
   params = _perturbed(modules['alphafold'].init(jax.random.key(0), *arguments(inputs)), seed=1)
