@@ -611,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
                   'one_piece, alphafold (AlphaFold\'s subbatches), lean (predict\'s default: '
                   'and the pair in row chunks), leanest (and attention in blocks). The plan is '
                   'this machine\'s compiler\'s; a GPU\'s or TPU\'s differs somewhat. With '
-                  '--train, one step of jaxfold train on a crop, on one device (or one device\'s part '
-                  'of a --mesh).')
+                  '--train, one step of jaxfold train on a crop, on one device (or one '
+                  'device\'s part of a --mesh).')
   plan.add_argument('--preset', required=True, help=f'model preset ({", ".join(PRESETS)})')
   plan.add_argument('--length', type=int, help='residues')
   plan.add_argument('--msa-clusters', type=int,

@@ -14,8 +14,9 @@ whose plan fits the budget; `longest` finds the longest sequence the leanest lev
 With `Shapes.train` the program is one step of `jaxfold train` instead (`TRAIN_SETTINGS`): a
 crop of `length` residues, its forward and backward pass through the drawn recycling
 iterations, the fine-tuning loss, gradient clipping, Adam and the parameter average, on one
-device (or one device's part of a step sharded over `Shapes.mesh`). Its batch is a training example the training pipeline makes from a synthetic chain of
-that length, so every feature and label has the shape a real one has.
+device (or one device's part of a step sharded over `Shapes.mesh`). Its batch is a training
+example the training pipeline makes from a synthetic chain of that length, so every feature
+and label has the shape a real one has.
 """
 
 import dataclasses
