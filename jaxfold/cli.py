@@ -581,8 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
                             'many rows at a time, as AlphaFold does at inference: the same '
                             'result in a fraction of the memory (default 4; 0: in one piece)')
   predict.add_argument('--attention', choices=IMPLEMENTATIONS, default='xla',
-                       help="attention kernel: 'xla' (AlphaFold's, default) or 'chunked' "
-                            '(online softmax over query and key chunks)')
+                       help="attention kernel: 'xla' (AlphaFold's, default), 'chunked' "
+                            "(online softmax over query and key chunks) or 'cudnn' (cuDNN's "
+                            'fused kernel on a GPU in bfloat16; elsewhere XLA\'s, with a '
+                            'warning)')
   predict.add_argument('--pair-chunk-size', type=int, default=64,
                        help='compute triangle multiplication, the pair biases and the template '
                             'attention this many pair rows at a time: the same result without '

@@ -25,18 +25,20 @@ def _inputs(rng, batch=6, queries=20, keys=20, channels=256, heads=8):
 
 @pytest.mark.parametrize('gating', [True, False])
 @pytest.mark.parametrize('subbatch_size', [None, 4])
-@pytest.mark.parametrize('implementation', ['xla', 'chunked'])
+@pytest.mark.parametrize('implementation', ['xla', 'chunked', 'cudnn'])
 def test_attention(parity, gating, subbatch_size, implementation):
-  """Chunked: 20 queries and keys in chunks of 8, the last one padded."""
+  """Chunked: 20 queries and keys in chunks of 8, the last one padded. cuDNN's call (off a
+  GPU, or in float32: XLA's implementation of it) takes keys and values of one head size."""
   inputs = _inputs(np.random.default_rng(0))
-  cfg = {'num_head': 8, 'gating': gating, 'key_dim': 128, 'value_dim': 256}
+  value_dim = 128 if implementation == 'cudnn' else 256
+  cfg = {'num_head': 8, 'gating': gating, 'key_dim': 128, 'value_dim': value_dim}
 
   def reference(**kw):
     import ml_collections
     return af.Attention(ml_collections.ConfigDict(cfg), GC, output_dim=192)(**kw)
 
   params, ref = run_reference(reference, inputs)
-  ours = Attention(num_head=8, output_dim=192, key_dim=128, value_dim=256, gating=gating,
+  ours = Attention(num_head=8, output_dim=192, key_dim=128, value_dim=value_dim, gating=gating,
                    global_config=GlobalConfig(subbatch_size=subbatch_size,
                                               attention=implementation, attention_chunk_size=8))
   out = ours.apply({'params': flax_params(params)}, **inputs)

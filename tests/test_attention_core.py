@@ -96,3 +96,26 @@ def test_attention_module_gradients_equal_across_implementations():
   assert flat_ref.keys() == flat_ours.keys()
   for path, r in flat_ref.items():
     assert relative(flat_ours[path], r) <= TOLERANCE, jax.tree_util.keystr(path)
+
+
+def test_cudnn_falls_back_to_xla_with_one_warning_off_a_gpu():
+  """'cudnn' on this CPU: a warning naming why, then the same call through XLA's
+  implementation (the biases summed, the layout as cuDNN takes it), equal to the reference."""
+  args = inputs(seed=4, values=16)
+  with pytest.warns(RuntimeWarning, match="attention 'cudnn': no GPU"):
+    out = core('cudnn')(*args)
+  assert out.shape == core('xla')(*args).shape
+  assert relative(out, core('xla')(*args)) <= TOLERANCE
+  weights = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+  with pytest.warns(RuntimeWarning):
+    grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * weights), argnums=range(5))(*args)
+             for f in (core('xla'), core('cudnn'))]
+  for name, ref, ours in zip(('q', 'k', 'v', 'mask bias', 'pair bias'), *grads):
+    assert relative(ours, ref) <= TOLERANCE, name
+
+
+def test_cudnn_with_unequal_head_sizes_falls_back_to_the_reference():
+  args = inputs(seed=6)  # values of 8 channels, keys of 16
+  with pytest.warns(RuntimeWarning, match='keys and values differ in head size'):
+    out = core('cudnn')(*args)
+  np.testing.assert_array_equal(out, core('xla')(*args))

@@ -12,16 +12,23 @@ Implementations (`GlobalConfig.attention`):
   OpenFold): at most one [B, H, chunk, chunk] block of logits exists at a time, and the
   backward pass recomputes the blocks from the saved row statistics instead of storing them
   (a custom VJP), so it bounds memory in training too. Equal to 'xla' up to rounding.
+- 'cudnn': `jax.nn.dot_product_attention`'s fused cuDNN kernel (flash attention with one
+  bias: the biases are summed first), on a GPU in bfloat16 or float16. Where that kernel
+  cannot run (another backend, float32, shapes it refuses) one warning says why and the same
+  call runs XLA's implementation. Its logits are not clipped, so a row whose every key is
+  masked is given the clip's result explicitly: the values' mean, with no gradient into the
+  logits.
 """
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
 
-Implementation = Literal['xla', 'chunked']
+Implementation = Literal['xla', 'chunked', 'cudnn']
 IMPLEMENTATIONS: tuple[str, ...] = get_args(Implementation)
 LOGIT_CLIP = 1e8
 
@@ -35,7 +42,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, biases: Sequence[jax.Arr
     k: keys [B, K, H, C]; v: values [B, K, H, D].
     biases: each broadcastable to the logits [B, H, Q, K] (a mask bias [B, 1, 1, K], a pair
       bias [1, H, Q, K]); added in order.
-    implementation: 'xla' or 'chunked' (module docstring).
+    implementation: 'xla', 'chunked' or 'cudnn' (module docstring).
     chunk_size: the query and key chunk of 'chunked'.
   Returns:
     [B, Q, H, D] in q's dtype.
@@ -49,8 +56,47 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, biases: Sequence[jax.Arr
   if implementation == 'chunked':
     biases = tuple(jnp.reshape(b, (1,) * (4 - b.ndim) + b.shape) for b in biases)
     return _chunked(min(chunk_size, q.shape[1]), min(chunk_size, k.shape[1]), q, k, v, biases)
+  if implementation == 'cudnn':
+    return _fused(q, k, v, biases)
   raise ValueError(f'unknown attention implementation {implementation!r}; '
                    f'choose one of {IMPLEMENTATIONS}')
+
+
+def _fused(q: jax.Array, k: jax.Array, v: jax.Array, biases: Sequence[jax.Array]) -> jax.Array:
+  """'cudnn': jax.nn.dot_product_attention with the biases summed into one, cuDNN's kernel
+  where it runs, else (one warning) XLA's: that call's, or 'xla' where keys and values differ
+  in head size (which the call does not take)."""
+  bias = functools.reduce(jnp.add, biases) if biases else None
+  attend = functools.partial(jax.nn.dot_product_attention, q, k, v, scale=1.0)
+  same_heads = q.shape[-1] == v.shape[-1]
+  if not same_heads:
+    reason = f'keys and values differ in head size ({q.shape[-1]}, {v.shape[-1]})'
+  elif jax.default_backend() != 'gpu':
+    reason = f'no GPU (backend {jax.default_backend()})'
+  elif q.dtype not in (jnp.bfloat16, jnp.float16):
+    reason = f'cuDNN attention runs in bfloat16 or float16, not {q.dtype}'
+  else:
+    try:
+      out = attend(bias=None if bias is None else bias.astype(q.dtype), implementation='cudnn')
+      return _masked_rows_uniform(out, v, bias)
+    except (NotImplementedError, ValueError, TypeError) as e:  # shapes the kernel refuses
+      reason = f'cuDNN refuses these shapes ({e})'
+  warnings.warn(f"attention 'cudnn': {reason}; running XLA's implementation instead",
+                RuntimeWarning, stacklevel=2)
+  if not same_heads:
+    return attention(q, k, v, biases, implementation='xla')
+  return _masked_rows_uniform(attend(bias=bias, implementation='xla').astype(q.dtype), v, bias)
+
+
+def _masked_rows_uniform(out: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+  """`out` [B, Q, H, D] with each row whose every logit the clip would flatten (every key
+  masked) replaced by the mean of the values, as the clipped softmax gives it."""
+  if bias is None:
+    return out
+  dead = jnp.max(bias, axis=-1) <= -LOGIT_CLIP  # [B|1, H|1, Q|1]
+  dead = jnp.broadcast_to(dead, (out.shape[0], out.shape[2], out.shape[1]))
+  return jnp.where(jnp.swapaxes(dead, 1, 2)[..., None],
+                   jnp.mean(v, axis=1, keepdims=True).astype(out.dtype), out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ class GlobalConfig:
     use_remat: rematerialise every stacked block in the backward pass.
     zero_init: AlphaFold's zero initialisation of output projections and gates.
     attention: the implementation of the attention core (`attention_core`): 'xla' (the
-      reference, logits in one piece) or 'chunked' (online softmax over query and key
-      chunks of `attention_chunk_size`, memory-efficient backward pass).
+      reference, logits in one piece), 'chunked' (online softmax over query and key
+      chunks of `attention_chunk_size`, memory-efficient backward pass) or 'cudnn' (the fused
+      kernel of `jax.nn.dot_product_attention` on a GPU in bfloat16; elsewhere XLA's, with a
+      warning).
     attention_chunk_size: the query and key chunk of 'chunked' attention.
     pair_chunk_size: rows of the pair representation computed at a time by the layers that
       read or write all of it (embedders, triangle multiplication, pair biases, template
