@@ -218,6 +218,7 @@ def _predict(args: argparse.Namespace) -> None:
   from jaxfold import inference, memory_plan, prediction_outputs  # pylint: disable=import-outside-toplevel
   from jaxfold.model.alphafold import AlphaFold  # pylint: disable=import-outside-toplevel
   from jaxfold.model.global_config import GlobalConfig  # pylint: disable=import-outside-toplevel
+  from jaxfold.train import sharding  # pylint: disable=import-outside-toplevel
   progress = _Progress(args.quiet)
   name = args.name or pathlib.Path(args.batch or args.features or args.fasta).stem
   # Fail before the model runs, not after.
@@ -232,28 +233,41 @@ def _predict(args: argparse.Namespace) -> None:
     if value < 0:
       raise ValueError(f'{flag} {value}: must be 0 (one piece) or more')
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
+  axes = sharding.parse_mesh(args.mesh) if args.mesh else ()
+  mesh = inference.prediction_mesh(axes) if axes else None
   progress(f'reading parameters {args.params}')
   tree, preset_name, config = _load_params(args.params, args.preset)
   num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
   batch = _prediction_batch(args, config, num_recycle, progress)
+
+  def program(global_config):
+    return inference.jit_prediction(inference.prediction_fn(
+        AlphaFold(config.model, global_config), num_recycle, args.save_representations,
+        args.save_logits), mesh)
+
   if budget is None:
     global_config = GlobalConfig(dtype=args.dtype, subbatch_size=args.subbatch_size or None,
                                  attention=args.attention,
                                  pair_chunk_size=args.pair_chunk_size or None)
-  else:
+    run = program(global_config)
+  else:  # the chosen program is the one that runs: it compiles once
     shapes = memory_plan.Shapes(preset_name, batch['aatype'].shape[1],
                                 batch['msa_feat'].shape[1], batch['extra_msa'].shape[1],
                                 batch.get('template_mask', np.zeros((1, 0))).shape[1],
-                                num_recycle, args.dtype, logits=args.save_logits)
+                                num_recycle, args.dtype, logits=args.save_logits, mesh=axes)
     progress(f'choosing settings that fit {args.budget} (one compiled plan per settings)')
-    global_config = memory_plan.choose(shapes, budget, progress).global_config
-  model = AlphaFold(config.model, global_config)
+
+    def planner(shapes, settings):
+      gc = memory_plan.global_config(settings, args.dtype)
+      return memory_plan.compiled_plan(shapes, settings, gc, program(gc), (tree, batch))
+
+    chosen = memory_plan.choose(shapes, budget, progress, planner)
+    global_config, run = chosen.global_config, chosen.compiled
   progress(f'predicting {name}: {batch["aatype"].shape[1]} residues, {preset_name}, '
            f'{num_recycle} recycling iterations, {args.dtype}, subbatch '
            f'{global_config.subbatch_size or "off"}, pair chunk '
-           f'{global_config.pair_chunk_size or "off"}, {global_config.attention} attention')
-  run = jax.jit(inference.prediction_fn(model, num_recycle, args.save_representations,
-                                        args.save_logits))
+           f'{global_config.pair_chunk_size or "off"}, {global_config.attention} attention'
+           + (f', on {sharding.describe(mesh, "dap")}' if mesh else ''))
   outputs = jax.tree.map(np.asarray, run(tree, batch))
   progress(f'writing {args.output}')
   written = prediction_outputs.write_prediction(
@@ -267,7 +281,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _plan(args: argparse.Namespace) -> None:
-  from jaxfold import memory_plan  # pylint: disable=import-outside-toplevel
+  from jaxfold import inference, memory_plan  # pylint: disable=import-outside-toplevel
   from jaxfold.train import sharding  # pylint: disable=import-outside-toplevel
   if args.train:
     for flag, given in (('--length', args.length is not None), ('--longest', args.longest),
@@ -288,8 +302,11 @@ def _plan(args: argparse.Namespace) -> None:
     memory_plan.global_config(args.settings, train=args.train)
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else ()
-  if mesh and args.train:  # a mesh the devices cannot hold fails before any compilation
-    sharding.make_mesh(mesh, memory_plan.layout(mesh))
+  if mesh:  # a mesh the devices cannot hold fails before any compilation
+    if args.train:
+      sharding.make_mesh(mesh, memory_plan.layout(mesh))
+    else:
+      inference.prediction_mesh(mesh)
   progress = _Progress(args.quiet)
   length = args.crop if args.train else args.length
   shapes = memory_plan.preset_shapes(
@@ -594,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
                             '`jaxfold plan`\'s settings, least chunked first, and predict with '
                             'the first that fits (overrides --subbatch-size, --pair-chunk-size '
                             'and --attention)')
+  predict.add_argument('--mesh',
+                       help='split one structure\'s residues over this machine\'s devices, '
+                            'res=N (e.g. res=8, or res=-1 for all): each row-wise module '
+                            'holds 1/N of the MSA\'s and the pair\'s rows, each column-wise '
+                            'one 1/N of their columns (FastFold\'s dynamic axial '
+                            'parallelism), for a sequence no single device holds; the same '
+                            'prediction as one device')
   predict.add_argument('--save-representations', action='store_true',
                        help='also store msa_first_row, pair and single in outputs.npz')
   predict.add_argument('--save-logits', action='store_true',
@@ -632,11 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
                          'of a --crop, the fine-tuning loss, Adam and the parameter average '
                          '(settings: alphafold, lean)')
   plan.add_argument('--crop', type=int, help='with --train: residues of the training crop')
-  plan.add_argument('--mesh', help='with --train: the device mesh over this machine\'s devices '
-                                   'as axis=size pairs over data, fsdp and res (e.g. res=8; '
-                                   'the layout that uses its axes), one example per '
-                                   'data-parallel replica: the plan of one device (default: '
-                                   'one device)')
+  plan.add_argument('--mesh', help='the device mesh over this machine\'s devices, the plan of '
+                                   'one device (default: one device): a prediction\'s '
+                                   'residues over res=N, as predict --mesh; with --train, '
+                                   'axis=size pairs over data, fsdp and res (the layout that '
+                                   'uses its axes), one example per data-parallel replica')
   plan.add_argument('--settings', help='plan these settings (default: lean, or leanest with '
                                        '--longest)')
   plan.add_argument('--budget', help='memory to fit, e.g. 40GiB, 16G, 80GB: plan the settings '

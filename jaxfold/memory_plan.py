@@ -148,9 +148,6 @@ def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
   crop of `length` residues with as many sequences (model_1's 512 clusters and 5,120 extra
   sequences are AlphaFold's fine-tuning sizes) and up to `num_recycle` iterations, on `mesh`.
   """
-  if mesh and not train:
-    raise ValueError('a mesh plans a training step (--train); predictions across devices are '
-                     'not built yet')
   config = config_lib.preset(preset)
   data, template = config.data, config.model.embeddings_and_evoformer.template
   for name, value in (('length', length), ('msa clusters', msa_clusters),
@@ -184,6 +181,8 @@ class Plan:
   temp_bytes: int
   alias_bytes: int
   compile_seconds: float
+  # The compiled program (`jax.stages.Compiled`), to run where the plan was of real inputs.
+  compiled: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
   def total_bytes(self) -> int:
@@ -203,15 +202,24 @@ def plan(shapes: Shapes, settings: str = DEFAULT_SETTINGS) -> Plan:
   inputs; runs nothing."""
   gc = global_config(settings, shapes.dtype, shapes.train)
   program, args = (_training_step if shapes.train else _prediction)(shapes, gc)
+  return compiled_plan(shapes, settings, gc, program, args)
+
+
+def compiled_plan(shapes: Shapes, settings: str, gc: GlobalConfig, program: Any,
+                  args: Sequence[Any]) -> Plan:
+  """The plan of jitted `program` compiled for `args` (arrays or shape structs); with real
+  arrays, `Plan.compiled(*args)` runs it."""
   start = time.perf_counter()
-  memory = program.lower(*args).compile().memory_analysis()
+  compiled = program.lower(*args).compile()
+  memory = compiled.memory_analysis()
   return Plan(shapes, settings, gc, memory.argument_size_in_bytes, memory.output_size_in_bytes,
               memory.temp_size_in_bytes, memory.alias_size_in_bytes,
-              time.perf_counter() - start)
+              time.perf_counter() - start, compiled)
 
 
 def _prediction(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]:
-  """`jaxfold predict`'s program and its abstract (parameters, batch)."""
+  """`jaxfold predict`'s program (on `shapes.mesh`, if any) and its abstract (parameters,
+  batch)."""
   model_config = config_lib.preset(shapes.preset).model
   model = AlphaFold(model_config, gc)
   num_slices = shapes.num_recycle + 1 if model_config.resample_msa_in_recycling else 1
@@ -220,7 +228,8 @@ def _prediction(shapes: Shapes, gc: GlobalConfig) -> tuple[Any, tuple[Any, ...]]
   one_slice = {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in batch.items()}
   params = jax.eval_shape(model.init, jax.random.key(0), one_slice)['params']
   run = inference.prediction_fn(model, shapes.num_recycle, logits=shapes.logits)
-  return jax.jit(run), (params, batch)
+  mesh = inference.prediction_mesh(shapes.mesh) if shapes.mesh else None
+  return inference.jit_prediction(run, mesh), (params, batch)
 
 
 def train_config(shapes: Shapes, gc: GlobalConfig) -> TrainConfig:
@@ -297,10 +306,12 @@ def sharded_training_step(config: TrainConfig, example: dict[str, np.ndarray],
   return step, sharding.abstract(state, state_shardings), batch
 
 
-def choose(shapes: Shapes, budget: int, progress=lambda message: None) -> Plan:
-  """The plan of the least chunked settings that fit `budget` bytes; ValueError if none does."""
+def choose(shapes: Shapes, budget: int, progress=lambda message: None,
+           planner: Callable[[Shapes, str], Plan] | None = None) -> Plan:
+  """The plan of the least chunked settings that fit `budget` bytes; ValueError if none does.
+  `planner(shapes, settings)` plans one (default: `plan`; predict compiles its own program)."""
   for settings in settings_of(shapes.train):
-    result = plan(shapes, settings)
+    result = (planner or plan)(shapes, settings)
     fits = result.total_bytes <= budget
     progress(f'settings {settings}: {gib(result.total_bytes)} '
              f'{"fits" if fits else "does not fit"} {gib(budget)}')

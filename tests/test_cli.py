@@ -19,6 +19,7 @@ import io
 import json
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -286,17 +287,18 @@ def test_predict_from_checkpoint_gives_identical_outputs(npz_prediction, checkpo
       assert np.array_equal(from_checkpoint[key], from_npz[key]), key
 
 
-def test_predict_in_one_piece_with_chunked_attention_gives_the_same_structure(
+def test_predict_with_a_budget_in_one_piece_gives_the_same_structure(
     npz_prediction, weights_npz, batch_npz, tmp_path):
   """The default chunks (subbatches of 4, the pair 64 rows at a time: 73 residues make two
-  overlapping chunks) change memory, not the prediction: one piece with the chunked attention
-  kernel agrees within float32 rounding."""
+  overlapping chunks) change memory, not the prediction: a budget every settings fit picks
+  one piece, compiled once (its plan's program runs), and agrees within float32 rounding."""
   output = tmp_path / 'out'
   run = _run(_predict_argv(weights_npz, batch_npz, output, '--preset', PRESET, '--name', NAME,
-                           '--subbatch-size', '0', '--pair-chunk-size', '0',
-                           '--attention', 'chunked'))
+                           '--budget', '1TiB'))
   assert run.status == 0, run.stderr
-  assert 'subbatch off, pair chunk off, chunked attention' in run.stderr
+  assert re.search(r'settings one_piece: [0-9.]+ GiB fits 1024.00 GiB', run.stderr), run.stderr
+  assert 'settings alphafold' not in run.stderr
+  assert 'subbatch off, pair chunk off, xla attention' in run.stderr
   with np.load(npz_prediction[0] / 'outputs.npz') as default, \
        np.load(output / 'outputs.npz') as one_piece:
     for key in ('final_atom_positions', 'plddt', 'predicted_aligned_error'):
@@ -331,6 +333,13 @@ def test_negative_subbatch_size_fails(weights_npz, batch_npz, tmp_path, capsys):
   line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out', '--preset',
                                              PRESET, '--subbatch-size', '-1'), '--subbatch-size')
   assert 'must be 0 (one piece) or more' in line
+  assert _listing(tmp_path) == []
+
+
+def test_a_mesh_other_than_residues_fails(weights_npz, batch_npz, tmp_path, capsys):
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out', '--preset',
+                                             PRESET, '--mesh', 'data=2'), '--mesh data=2')
+  assert 'a prediction splits its residues over res only' in line
   assert _listing(tmp_path) == []
 
 

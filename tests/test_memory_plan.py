@@ -141,8 +141,10 @@ def test_plan_of_a_small_prediction(capsys):
      'mesh res=3 does not divide'),
     (['--preset', 'model_1_ptm', '--train', '--crop', '256', '--mesh', 'res'],
      "expected axis=size pairs"),
-    (['--preset', 'model_1_ptm', '--length', '256', '--mesh', 'res=1'],
-     'a mesh plans a training step'),
+    (['--preset', 'model_1_ptm', '--length', '256', '--mesh', 'data=1,fsdp=2'],
+     'a prediction splits its residues over res only (fsdp=2'),
+    (['--preset', 'model_1_ptm', '--length', '256', '--mesh', 'res=3'],
+     'mesh res=3 does not divide'),
 ])
 def test_bad_input_fails_in_one_line(capsys, argv, names):
   assert_fails(capsys, ['plan', *argv], names)
