@@ -16,6 +16,7 @@ column-wise module.
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import jax
@@ -26,6 +27,9 @@ Rules = Mapping[str, str | tuple[str, ...] | None]
 
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar(
     'jaxfold_logical_axis_rules', default=None)
+
+_WHOLE: contextvars.ContextVar[bool] = contextvars.ContextVar('jaxfold_rows_whole',
+                                                                default=False)
 
 MSA_AXES = {'per_row': ('msa_seq', None, 'channel'), 'per_column': (None, 'res_j', 'channel')}
 PAIR_AXES = {'per_row': ('res_i', None, 'channel'), 'per_column': (None, 'res_j', 'channel')}
@@ -39,6 +43,29 @@ def use_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
     yield
   finally:
     _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def rows_whole() -> Iterator[None]:
+  """While active, `residue_devices` is 1: for a chunked loop along an axis the rules do not
+  split (slicing it is local to each device)."""
+  token = _WHOLE.set(True)
+  try:
+    yield
+  finally:
+    _WHOLE.reset(token)
+
+
+def residue_devices() -> int:
+  """How many devices the active rules split the pair's rows over ('res_i', the residue and
+  MSA rows of dynamic axial parallelism); 1 outside `use_rules` or inside `rows_whole`."""
+  active = _ACTIVE.get()
+  if active is None or _WHOLE.get():
+    return 1
+  mesh, rules = active
+  target = rules.get('res_i')
+  axes = () if target is None else (target,) if isinstance(target, str) else tuple(target)
+  return math.prod(mesh.shape[axis] for axis in axes)
 
 
 def partition_spec(names: Sequence[str | None], rules: Rules) -> PartitionSpec:
@@ -56,3 +83,4 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   if all(axis is None for axis in spec):
     return x
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxfold.model import logical_axes
+
 # Standard deviation of a unit normal truncated to [-2, 2]; dividing by it makes the
 # truncated draw have the intended variance.
 _TRUNCATED_NORMAL_STDDEV = 0.87962566103423978
@@ -111,23 +113,80 @@ def residual_dropout(x: jax.Array, rate: float, shared_axis: int | None,
   return nn.Dropout(rate=rate, broadcast_dims=dims)(x, deterministic=False)
 
 
+def row_blocks(n: int) -> int:
+  """Into how many blocks a chunked loop over n rows walks side by side: under dynamic axial
+  parallelism (`logical_axes.residue_devices`) the devices those rows are split over, where
+  they divide n; else 1.
+
+  A loop over rows split across devices would slice rows that other devices hold, and XLA
+  gathers the whole array onto every device to do so. So with d blocks a chunk at offset s
+  holds rows s..s+size of every device's block of n/d rows (d x size rows, block-major):
+  each device slices only its own rows, and fn, which treats rows independently, sees them
+  all at once.
+  """
+  d = logical_axes.residue_devices()
+  return d if d > 1 and n % d == 0 else 1
+
+
+def local_rows(n: int) -> int:
+  """The rows of one block (`row_blocks`): the length a chunked loop over n rows walks."""
+  return n // row_blocks(n)
+
+
+def is_chunked(chunk_size: int | None, n: int) -> bool:
+  """Whether chunks of `chunk_size` split a loop over n rows (else: one piece)."""
+  return chunk_size is not None and chunk_size < local_rows(n)
+
+
+def _on_devices(x: jax.Array, axis: int) -> jax.Array:
+  """x with `axis` split over the devices of `row_blocks`, so that XLA keeps each block where
+  it is rather than gathering it inside a loop."""
+  return logical_axes.constrain(x, [None] * axis + ['res_i'] + [None] * (x.ndim - axis - 1))
+
+
+def _blocked(x: jax.Array, axis: int) -> jax.Array:
+  """x with `axis` split into (blocks, rows of a block): a reshape, no copy."""
+  d = row_blocks(x.shape[axis])
+  return _on_devices(x.reshape(x.shape[:axis] + (d, x.shape[axis] // d) + x.shape[axis + 1:]),
+                     axis)
+
+
 def take_chunk(x: jax.Array, start: jax.Array | int, size: int, axis: int) -> jax.Array:
-  """x[start:start + size] along `axis`, that axis moved to the front."""
-  return jnp.moveaxis(jax.lax.dynamic_slice_in_dim(x, start, size, axis), axis, 0)
+  """Rows start..start + size of every block (`row_blocks`) along `axis`, that axis moved
+  to the front: x[start:start + size] with one block, all of x with size the whole axis."""
+  if row_blocks(x.shape[axis]) == 1 or size == x.shape[axis]:
+    return jnp.moveaxis(jax.lax.dynamic_slice_in_dim(x, start, size, axis), axis, 0)
+  chunk = jax.lax.dynamic_slice_in_dim(_blocked(x, axis), start, size, axis + 1)
+  chunk = jnp.moveaxis(chunk, (axis, axis + 1), (0, 1))
+  return _on_devices(chunk.reshape((-1,) + chunk.shape[2:]), 0)
 
 
 def put_chunk(out: jax.Array, chunk: jax.Array, start: jax.Array | int, axis: int) -> jax.Array:
-  """`out` with the chunk (its chunk axis first) written at start along `axis`."""
-  return jax.lax.dynamic_update_slice_in_dim(out, jnp.moveaxis(chunk, 0, axis), start, axis)
+  """`out` with the chunk (its chunk axis first, `take_chunk`'s rows) written at start along
+  `axis`."""
+  d = row_blocks(out.shape[axis])
+  if d == 1:
+    return jax.lax.dynamic_update_slice_in_dim(out, jnp.moveaxis(chunk, 0, axis), start, axis)
+  chunk = jnp.moveaxis(chunk.reshape((d, -1) + chunk.shape[1:]), (0, 1), (axis, axis + 1))
+  blocked = jax.lax.dynamic_update_slice_in_dim(_blocked(out, axis), _on_devices(chunk, axis),
+                                                start, axis + 1)
+  return _on_devices(blocked.reshape(out.shape), axis)
+
+
+def chunk_offsets(start: jax.Array | int, size: int, n: int) -> jax.Array:
+  """The offset within its block of each row of a chunk (`take_chunk`) of n rows [d x size]."""
+  return jnp.tile(start + jnp.arange(size), row_blocks(n))
 
 
 def chunk_starts(n: int, chunk_size: int) -> tuple[int, Callable[[jax.Array], jax.Array]]:
-  """(number of chunks, start of chunk i) covering n rows in chunks of `chunk_size` <= n.
+  """(number of chunks, start of chunk i) covering n rows (each block of `local_rows`) in
+  chunks of `chunk_size` <= local_rows(n).
 
-  The last chunk is shifted back to end at row n, overlapping its neighbour instead of
-  being padded: its rows are computed twice, identically, and nothing is padded or copied.
+  The last chunk is shifted back to end at the block's end, overlapping its neighbour instead
+  of being padded: its rows are computed twice, identically, and nothing is padded or copied.
   """
-  return -(-n // chunk_size), lambda i: jnp.minimum(i * chunk_size, n - chunk_size)
+  local = local_rows(n)
+  return -(-local // chunk_size), lambda i: jnp.minimum(i * chunk_size, local - chunk_size)
 
 
 def _whole(chunk: jax.Array, n: int, axis: int) -> jax.Array:
@@ -137,10 +196,12 @@ def _whole(chunk: jax.Array, n: int, axis: int) -> jax.Array:
   equal zero constants and keeps it alive from its first use to its last, and copies it
   into each loop that writes into it.
   """
-  chunk = jnp.moveaxis(chunk, 0, axis)
+  d = row_blocks(n)
+  chunk = jnp.moveaxis(chunk.reshape((d, -1) + chunk.shape[1:]), (0, 1), (axis, axis + 1))
   widths = [(0, 0)] * chunk.ndim
-  widths[axis] = (0, n - chunk.shape[axis])
-  return jnp.pad(chunk, widths)
+  widths[axis + 1] = (0, n // d - chunk.shape[axis + 1])
+  padded = jnp.pad(chunk, widths)
+  return padded.reshape(padded.shape[:axis] + (n,) + padded.shape[axis + 2:])
 
 
 def map_chunks(fn: Callable[[jax.Array], Any], n: int, chunk_size: int, out_axis: int = 0
@@ -189,7 +250,7 @@ def chunked(module: nn.Module, fn: Callable[..., Any], chunk_size: int | None,
   def run(mdl, arrays, start, size):
     return fn(mdl, *(take_chunk(x, start, size, a) for x, a in zip(arrays, axes)), *unbatched)
 
-  one_piece = chunk_size is None or chunk_size >= n or module.is_initializing()
+  one_piece = not is_chunked(chunk_size, n) or module.is_initializing()
   if in_place:
     return _rewrite(module, run, list(batched), axes[0], None if one_piece else chunk_size)
   if one_piece:
@@ -215,6 +276,7 @@ def _rewrite(module: nn.Module, run: Callable[..., jax.Array], batched: list[jax
   n = act.shape[axis]
   if chunk_size is None:
     return jnp.moveaxis(run(module, batched, 0, n), 0, axis).astype(act.dtype)
+  n = local_rows(n)
 
   def rewrite(mdl, act, start, size):
     return put_chunk(act, run(mdl, [act] + rest, start, size).astype(act.dtype), start, axis)

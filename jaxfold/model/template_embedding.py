@@ -25,8 +25,9 @@ from jaxfold.model import attention_core
 from jaxfold.model.attention import Attention
 from jaxfold.model.embedders import DgramConfig, ParentScoped, dgram_from_positions
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import (LayerNorm, Linear, chunk_starts, chunked, map_chunks,
-                                       mask_to_bias, put_chunk, take_chunk)
+from jaxfold.model.primitives import (LayerNorm, Linear, chunk_offsets, chunk_starts, chunked,
+                                       is_chunked, map_chunks, mask_to_bias, put_chunk,
+                                       take_chunk)
 from jaxfold.model.template_pair_stack import TemplatePairStack, TemplatePairStackConfig
 
 # Template residue types: 20 amino acids, unknown and gap.
@@ -191,7 +192,7 @@ class TemplateEmbedding(nn.Module):
                           name='attention')
     features = [templates[k] for k in TEMPLATE_PAIR_FEATURES]
     chunk = gc.pair_chunk_size
-    if chunk is not None and chunk < num_res and not self.is_initializing():
+    if is_chunked(chunk, num_res) and not self.is_initializing():
       return self._streamed(single, features, template_mask, query_embedding, mask_2d,
                             deterministic, any_template, add_to_input)
     embed_all = nn.vmap(
@@ -261,7 +262,7 @@ class TemplateEmbedding(nn.Module):
         updated = attention_core.online_softmax_step(top, total, acc, logits[..., None],
                                                      lambda p: p * v)
         # The last chunk overlaps the one before: its first rows are already updated.
-        fresh = (start + jnp.arange(chunk) >= i * chunk)[:, None, None]
+        fresh = (chunk_offsets(start, chunk, num_res) >= i * chunk)[:, None, None]
         return tuple(put_chunk(x, jnp.where(fresh[(...,) + (None,) * (y.ndim - 3)], y, old),
                                start, 0)
                      for x, y, old in zip(carry, updated, (top, total, acc)))

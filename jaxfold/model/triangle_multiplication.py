@@ -5,6 +5,7 @@ Jumper et al. (2021) Suppl. Alg. 11 'TriangleMultiplicationOutgoing' (equation
 are AlphaFold's unfused ones: separate left/right projections and gates.
 """
 
+import contextlib
 import dataclasses
 from typing import Literal
 
@@ -12,9 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxfold.model import logical_axes
 from jaxfold.model.global_config import GlobalConfig
-from jaxfold.model.primitives import (LayerNorm, Linear, chunked, layer_norm, linear,
-                                      map_chunks, take_chunk)
+from jaxfold.model.primitives import (LayerNorm, Linear, chunked, is_chunked, layer_norm,
+                                      linear, map_chunks, take_chunk)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class TriangleMultiplication(nn.Module):
                                 name='gating_linear'),
     }
     chunk = self.global_config.pair_chunk_size
-    if chunk is not None and chunk < pair.shape[0] and not self.is_initializing():
+    if is_chunked(chunk, pair.shape[0]) and not self.is_initializing():
       return _chunked(self, pair, pair_mask, c.equation, chunk, add_to_input)
 
     residual = pair
@@ -134,4 +136,7 @@ def _chunked(module: nn.Module, pair: jax.Array, pair_mask: jax.Array, equation:
     product = product * jax.nn.sigmoid(linear(rows, params['gating_linear']))
     return pair_chunk + product if add_to_input else product
 
-  return chunked(module, update, chunk, [pair, pair_mask], axis=axis, in_place=add_to_input)
+  # Incoming edges chunk the pair's columns, which dynamic axial parallelism leaves whole (it
+  # splits the rows): each device slices its own rows of a column chunk, as on one device.
+  with contextlib.nullcontext() if axis == 0 else logical_axes.rows_whole():
+    return chunked(module, update, chunk, [pair, pair_mask], axis=axis, in_place=add_to_input)
