@@ -5,7 +5,8 @@ abstract inputs (`jax.jit(f).lower(shapes).compile().memory_analysis()`) gives i
 output, temporary and aliased bytes without allocating anything, on any machine. The plan is
 that of this backend's compiler (the CPU's here; a GPU's or TPU's fuses and pads differently),
 of the whole prediction as `jaxfold predict` compiles it: the preset's parameters, a batch of
-its recycling slices, the recycling loop, and the outputs predict writes.
+its recycling slices, the recycling loop, and the outputs predict writes; with `Shapes.mesh`
+(`predict --mesh res=8`), one device's part of it split by residues.
 
 The settings are named levels of chunking (`SETTINGS`), from the fewest loop iterations to the
 most. Fewer, larger pieces keep an accelerator busiest, so `choose` takes the first level
@@ -113,8 +114,9 @@ class Shapes:
   dtype: str = 'float32'
   logits: bool = False  # the heads' logits returned too (predict --save-logits)
   train: bool = False  # a training step on a crop of `length` residues, not a prediction
-  # The training step's device mesh as (axis, size) pairs over this machine's devices, one
-  # example per data-parallel replica; () is one device. The plan is one device's.
+  # The device mesh as (axis, size) pairs over this machine's devices: a prediction's residues
+  # over 'res' (`inference.prediction_mesh`), or a training step's layout with one example
+  # per data-parallel replica; () is one device. The plan is one device's.
   mesh: tuple[tuple[str, int], ...] = ()
 
   def describe(self) -> str:
@@ -146,7 +148,8 @@ def preset_shapes(preset: str, length: int, *, msa_clusters: int | None = None,
   alignments: the preset's MSA sizes unless given (MSA clusters as the batch holds them, less
   the template rows where the preset makes room for them). With `train`, those of a training
   crop of `length` residues with as many sequences (model_1's 512 clusters and 5,120 extra
-  sequences are AlphaFold's fine-tuning sizes) and up to `num_recycle` iterations, on `mesh`.
+  sequences are AlphaFold's fine-tuning sizes) and up to `num_recycle` iterations. On
+  `mesh`, the plan of one of its devices.
   """
   config = config_lib.preset(preset)
   data, template = config.data, config.model.embeddings_and_evoformer.template
