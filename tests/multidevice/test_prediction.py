@@ -116,3 +116,33 @@ def test_the_plan_of_a_prediction_on_res_8_is_a_fraction_of_one_device():
   print(f'one device {memory_plan.gib(one.total_bytes)}, res=8 '
         f'{memory_plan.gib(split.total_bytes)} per device')
   assert split.temp_bytes < one.temp_bytes / 2
+
+
+@pytest.mark.slow  # the full-size model compiled twice, once over 8 simulated devices
+def test_predict_on_res_8_writes_the_one_device_prediction(shared_dir, tmp_path, monkeypatch):
+  """`jaxfold predict --mesh res=8` as a user runs it: query73 (73 residues, which 8 does not
+  divide) with small random full-size model_3_ptm weights, one recycling iteration."""
+  from jaxfold import cli  # pylint: disable=import-outside-toplevel
+  from jaxfold.convert import alphafold_npz, schema  # pylint: disable=import-outside-toplevel
+  from jaxfold.parity import alphafold_model  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  flat = {key: 0.02 * rng.standard_normal(shape, dtype=np.float32) for key, shape in
+          schema.parameter_shapes(config_lib.preset('model_3_ptm').model).items()}
+  weights = tmp_path / 'params_model_3_ptm.npz'
+  alphafold_npz.write_npz(alphafold_npz.unflatten(flat), weights)
+  monkeypatch.setenv('JAXFOLD_SHARED', str(shared_dir))
+  batch = alphafold_model.query73_features(alphafold_model.alphafold_config(
+      'model_3_ptm', num_recycle=1, max_msa_clusters=8, max_extra_msa=16))
+  np.savez(tmp_path / 'query73.npz', **batch)
+  outputs = {}
+  for name, extra in (('one', []), ('res8', ['--mesh', 'res=8'])):
+    argv = ['--quiet', 'predict', '--params', str(weights), '--preset', 'model_3_ptm',
+            '--batch', str(tmp_path / 'query73.npz'), '--num-recycle', '1',
+            '--output', str(tmp_path / name), *extra]
+    assert cli.main(argv) == 0
+    with np.load(tmp_path / name / 'outputs.npz') as npz:
+      outputs[name] = dict(npz)
+  assert outputs['one'].keys() == outputs['res8'].keys()
+  for key in ('final_atom_positions', 'plddt', 'predicted_aligned_error'):
+    scale = np.max(np.abs(outputs['one'][key]))
+    assert np.max(np.abs(outputs['res8'][key] - outputs['one'][key])) <= 1e-4 * scale, key
