@@ -37,9 +37,9 @@ def main(argv=None) -> None:
         f'{jax.__version__}; GiB of one device')
   for length in args.lengths:
     for settings in args.settings:
-      shapes = memory_plan.preset_shapes('model_1_ptm', length, extra_msa=1024, num_recycle=0)
-      plans = [memory_plan.plan(shapes, settings),
-               memory_plan.plan(memory_plan.Shapes(**{**vars(shapes), 'mesh': mesh}), settings)]
+      plans = [memory_plan.plan(memory_plan.preset_shapes(
+          'model_1_ptm', length, extra_msa=1024, num_recycle=0, mesh=on), settings)
+               for on in ((), mesh)]
       one, split = (p.total_bytes / 2**30 for p in plans)
       print(f'{length:,} residues, {settings}: one device {one:.2f}, res={args.devices} '
             f'{split:.2f} per device ({split / one:.2f}x); temporaries '

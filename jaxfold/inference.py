@@ -48,7 +48,7 @@ def prediction_mesh(axes: Sequence[tuple[str, int]],
   other = [f'{name}={size}' for name, size in axes if name != 'res' and size != 1]
   if other:
     raise sharding.ShardingError(
-        f'--mesh {",".join(f"{n}={s}" for n, s in axes)}: a prediction splits its residues '
+        f'--mesh {sharding.format_mesh(axes)}: a prediction splits its residues '
         f'over res only ({", ".join(other)} split examples and weights in training)')
   return sharding.make_mesh(axes, 'dap', devices)
 

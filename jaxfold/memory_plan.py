@@ -127,7 +127,7 @@ class Shapes:
     return (f'{what}, {self.msa_clusters:,} MSA clusters, {self.extra_msa:,} extra sequences, '
             f'{self.templates} templates, {self.dtype}, {recycling}'
             + (', logits returned' if self.logits else '')
-            + (f'; per device of mesh {",".join(f"{a}={n}" for a, n in self.mesh)} '
+            + (f'; per device of mesh {sharding.format_mesh(self.mesh)} '
                f'({layout(self.mesh)} layout)' if self.mesh else ''))
 
 

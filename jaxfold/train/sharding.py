@@ -86,28 +86,28 @@ def make_mesh(axes: Sequence[tuple[str, int]], layout: str,
   sizes = dict(axes)
   unknown = sorted(set(sizes) - set(MESH_AXES))
   if unknown or len(sizes) != len(axes):
-    raise ShardingError(f'mesh {_format(axes)}: axes must be distinct names out of '
+    raise ShardingError(f'mesh {format_mesh(axes)}: axes must be distinct names out of '
                         f'{", ".join(MESH_AXES)}')
   if sum(size == -1 for size in sizes.values()) > 1:
-    raise ShardingError(f'mesh {_format(axes)}: at most one axis may be -1')
+    raise ShardingError(f'mesh {format_mesh(axes)}: at most one axis may be -1')
   known = math.prod(size for size in sizes.values() if size != -1)
   if known <= 0 or len(devices) % known:
-    raise ShardingError(f'mesh {_format(axes)} does not divide {len(devices)} devices')
+    raise ShardingError(f'mesh {format_mesh(axes)} does not divide {len(devices)} devices')
   shape = [sizes.get(name, 1) for name in MESH_AXES]
   shape = [len(devices) // known if size == -1 else size for size in shape]
   if math.prod(shape) != len(devices):
-    raise ShardingError(f'mesh {_format(axes)} has {math.prod(shape)} devices, not the '
+    raise ShardingError(f'mesh {format_mesh(axes)} has {math.prod(shape)} devices, not the '
                         f'{len(devices)} there are')
   used = {axis for target in LAYOUTS[layout].values() for axis in _mesh_axes(target)}
   idle = [f'{name}={size}' for name, size in zip(MESH_AXES, shape)
           if size > 1 and name not in used]
   if idle:
-    raise ShardingError(f'mesh {_format(axes)}: sharding {layout!r} does not use '
+    raise ShardingError(f'mesh {format_mesh(axes)}: sharding {layout!r} does not use '
                         f'{", ".join(idle)}; pick a layout that does, or size 1')
   slices = len({getattr(d, 'slice_index', 0) for d in devices})
   if slices > 1:
     if shape[0] % slices:
-      raise ShardingError(f'mesh {_format(axes)}: data={shape[0]} does not split over '
+      raise ShardingError(f'mesh {format_mesh(axes)}: data={shape[0]} does not split over '
                           f'{slices} slices')
     ici = [shape[0] // slices] + shape[1:]
     grid = mesh_utils.create_hybrid_device_mesh(ici, [slices, 1, 1], devices)
@@ -116,7 +116,8 @@ def make_mesh(axes: Sequence[tuple[str, int]], layout: str,
   return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def _format(axes: Sequence[tuple[str, int]]) -> str:
+def format_mesh(axes: Sequence[tuple[str, int]]) -> str:
+  """(('data', 2), ('res', 4)) -> 'data=2,res=4'."""
   return ','.join(f'{name}={size}' for name, size in axes)
 
 

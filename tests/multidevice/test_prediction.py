@@ -109,10 +109,9 @@ def _find(outputs, key):
 @pytest.mark.slow  # two full-size compilations, about a minute
 def test_the_plan_of_a_prediction_on_res_8_is_a_fraction_of_one_device():
   """The full-size model at 512 residues: each of 8 devices plans well under one device's."""
-  shapes = memory_plan.preset_shapes('model_1_ptm', 512, extra_msa=256, num_recycle=0)
-  one = memory_plan.plan(shapes, 'lean')
-  split = memory_plan.plan(memory_plan.Shapes(**{**shapes.__dict__, 'mesh': (('res', 8),)}),
-                           'lean')
+  one, split = (memory_plan.plan(memory_plan.preset_shapes(
+      'model_1_ptm', 512, extra_msa=256, num_recycle=0, mesh=mesh), 'lean')
+                for mesh in ((), (('res', 8),)))
   print(f'one device {memory_plan.gib(one.total_bytes)}, res=8 '
         f'{memory_plan.gib(split.total_bytes)} per device')
   assert split.temp_bytes < one.temp_bytes / 2
