@@ -12,11 +12,13 @@ import pathlib
 import pickle
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 
 import numpy as np
 
 from jaxfold.common.atomic_file import atomic_write, is_remote, run_path
+from jaxfold.common.errors import JaxfoldError
 
 
 class _Progress:
@@ -404,7 +406,7 @@ def _parity(args: argparse.Namespace) -> int:
     from jaxfold.parity import alphafold_model  # pylint: disable=import-outside-toplevel
     import alphafold.model.modules  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
   except ImportError as e:
-    raise RuntimeError(f'the AlphaFold reference is not installed ({e}); install the test '
+    raise JaxfoldError(f'the AlphaFold reference is not installed ({e}); install the test '
                        "extra: pip install -e '.[test]'") from e
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
@@ -535,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
   from jaxfold.model.config import PRESETS  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(prog='jaxfold', description=__doc__.splitlines()[0])
   parser.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
+  parser.add_argument('--debug', action='store_true',
+                      help='on an error, print the whole traceback, not only its one line')
   commands = parser.add_subparsers(dest='command', required=True)
 
   convert = commands.add_parser(
@@ -866,6 +870,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Runs one command. Bad input (jaxfold's own errors, ValueError, a file that cannot be
+  read or written) ends in one `jaxfold: error:` line and exit 2; anything else is a fault of
+  jaxfold or a library: one line naming the exception and where it was raised, exit 1.
+  `--debug` adds the traceback."""
   parser = build_parser()
   args = parser.parse_args(argv)
   # Library warnings (e.g. a template hit skipped for a missing mmCIF) as `jaxfold: warning:` lines.
@@ -874,11 +882,34 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.addLevelName(logging.WARNING, 'warning')
   try:
     return args.run(args) or 0
-  except (OSError, ValueError, KeyError, RuntimeError) as e:
-    message = str(e).splitlines()[0] if str(e) else type(e).__name__
-    print(f'jaxfold: error: {message}', file=sys.stderr)
+  except (ValueError, OSError) as e:  # JaxfoldError is a ValueError
+    if args.debug:
+      traceback.print_exc()
+    print(f'jaxfold: error: {_first_line(e)}', file=sys.stderr)
     return 2
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    if args.debug:
+      traceback.print_exc()
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    print(f'jaxfold: error: {type(e).__name__} at {_short_path(where.filename)}:{where.lineno}: '
+          f'{_first_line(e)} (a fault, not your input: please report it; --debug shows the '
+          'traceback)', file=sys.stderr)
+    return 1
 
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def _short_path(filename: str) -> str:
+  """A source file's path from its package (jaxfold/data/hhr.py), not the whole install path."""
+  parts = pathlib.Path(filename).parts
+  for package in ('jaxfold', 'site-packages'):
+    if package in parts:
+      start = len(parts) - 1 - parts[::-1].index(package)
+      return str(pathlib.Path(*parts[start + (package == 'site-packages'):]))
+  return filename
 
 if __name__ == '__main__':
   sys.exit(main())

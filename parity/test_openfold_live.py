@@ -12,6 +12,7 @@ pytest.importorskip('openfold.model.model')
 torch = pytest.importorskip('torch')
 
 # pylint: disable=wrong-import-position
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.convert.openfold_keys import rule_weights
 from jaxfold.parity import openfold_fixture, openfold_live
 from jaxfold.parity.agreement import Agreement, agreement
@@ -69,7 +70,7 @@ def test_live_openfold_reproduces_the_small_recording(shared_dir):
 def test_unavailable_openfold_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(openfold_live, '_import_error', lambda: 'ModuleNotFoundError: openfold')
   assert not openfold_live.available()
-  with pytest.raises(RuntimeError, match='the openfold package is not importable'):
+  with pytest.raises(JaxfoldError, match='the openfold package is not importable'):
     openfold_live.record_outputs({}, {}, {})
 
 

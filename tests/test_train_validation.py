@@ -16,6 +16,7 @@ import pytest
 from jaxfold import cli
 from jaxfold.common import protein
 from jaxfold.common import residue_constants as rc
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.loss import total
 from jaxfold.model import config
 from jaxfold.model.alphafold import AlphaFold
@@ -202,5 +203,5 @@ def test_kept_chains_are_written_as_pdb_by_step_beside_their_truth(runs, tmp_pat
   np.testing.assert_array_equal(truth.atom_mask, expected.atom_mask[resolved])
   np.testing.assert_allclose(truth.atom_positions, expected.atom_positions[resolved], atol=1e-3)
 
-  with pytest.raises(KeyError, match=r"\['1abc_A'\] to keep are not in the validation set"):
+  with pytest.raises(JaxfoldError, match=r"\['1abc_A'\] to keep are not in the validation set"):
     validation.write_predictions(result, tmp_path, 0, ['1abc_A'])

@@ -12,6 +12,8 @@ from typing import IO
 
 from etils import epath
 
+from jaxfold.common.errors import described_os_error
+
 # Object storage epath reaches through fsspec, and the package that gives fsspec each scheme.
 _REMOTE_PACKAGES = {'gs://': 'gcsfs', 's3://': 's3fs', 'az://': 'adlfs'}
 
@@ -63,6 +65,9 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[IO]:
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)
+  except OSError as e:  # a full disk names no file: name the one being written
+    temporary.unlink(missing_ok=True)
+    raise described_os_error(e, path) from e
   except BaseException:
     temporary.unlink(missing_ok=True)
     raise

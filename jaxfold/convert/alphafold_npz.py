@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfold.common.atomic_file import atomic_write
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.convert import haiku_tree
 
 ROOT = 'alphafold'
@@ -37,7 +38,7 @@ _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
 _LISTED = 5  # names shown per kind of mismatch in a SchemaError
 
 
-class SchemaError(ValueError):
+class SchemaError(JaxfoldError):
   """Parameters whose names, shapes or dtypes differ from the expected schema."""
 
 

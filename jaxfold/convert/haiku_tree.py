@@ -8,6 +8,8 @@ arrays, so conversion is a re-nesting and never a reshape (DESIGN.md, "Parameter
 from collections.abc import Mapping
 from typing import Any
 
+from jaxfold.common.errors import JaxfoldError
+
 
 def from_haiku(params: Mapping[str, Mapping[str, Any]], root: str | None = None) -> dict:
   """Nests Haiku's {'module/path': {name: array}} dict; `root` picks one top-level subtree."""
@@ -23,7 +25,7 @@ def from_haiku(params: Mapping[str, Mapping[str, Any]], root: str | None = None)
   if root is None:
     return tree
   if root not in tree:
-    raise KeyError(f'no parameters under {root!r}; top-level modules: {sorted(tree)}')
+    raise JaxfoldError(f'no parameters under {root!r}; top-level modules: {sorted(tree)}')
   return tree[root]
 
 

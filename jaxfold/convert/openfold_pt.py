@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaxfold.common.atomic_file import atomic_write
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.convert import openfold_keys
 
 SUFFIXES = ('.pt', '.pth', '.ckpt')
@@ -42,7 +43,7 @@ _TRAINED = (('state_dict',), ('module',))
 _WIDENED = ('torch.float16', 'torch.bfloat16')
 
 
-class TorchMissingError(RuntimeError):
+class TorchMissingError(JaxfoldError):
   """An OpenFold file was to be read or written, and torch is not installed."""
 
 

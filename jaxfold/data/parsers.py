@@ -28,13 +28,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from jaxfold.common.errors import JaxfoldError
+
 _GAP = '-'
 _INSERT_GAP = '.'  # A3M / HMMER: gap in a column the query has no residue for
 _FASTA_JUNK = re.compile(r'[^A-Za-z\-]')
 _ALIGNMENT_JUNK = re.compile(r'[^A-Za-z\-.]')
 
 
-class ParseError(ValueError):
+class ParseError(JaxfoldError):
   """A malformed alignment or sequence file; the message names the file (or source) and line."""
 
 

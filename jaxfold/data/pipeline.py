@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxfold.common import residue_constants as rc
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.data import ground_truth, hhr, mmcif, msa_features, parsers, templates
 
 FeatureDict = dict[str, np.ndarray]
@@ -183,7 +184,7 @@ def training_example(chain_id: str, alignments: Mapping[str, AlignmentSource],
   """
   chain = chain_id.rpartition('_')[2]
   if chain not in structure.chains:
-    raise KeyError(f'{chain_id}: {structure.file_id}.cif has no protein chain {chain!r} '
+    raise JaxfoldError(f'{chain_id}: {structure.file_id}.cif has no protein chain {chain!r} '
                    f'(chains: {", ".join(structure.chains)})')
   found = structure.chains[chain]
   cutoff = None if max_template_date is None else datetime.date.fromisoformat(

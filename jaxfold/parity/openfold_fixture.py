@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfold.common import all_atom
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.common.geometry import Rigid
 from jaxfold.convert import openfold_batch
 from jaxfold.model import config as model_config
@@ -114,7 +115,7 @@ _CONFIG_FIELDS = {
 }
 
 
-class FixtureError(ValueError):
+class FixtureError(JaxfoldError):
   """A fixture directory that is missing a file or does not fit what it claims."""
 
 

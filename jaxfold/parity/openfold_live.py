@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxfold.common.errors import JaxfoldError
+
 # Recorded in every recycling iteration (OpenFold's module names).
 _MODULES = ('input_embedder', 'recycling_embedder', 'template_embedder',
             'template_embedder.template_pair_embedder', 'template_embedder.template_pair_stack',
@@ -99,11 +101,11 @@ def record_outputs(manifest: Mapping[str, Any], inputs: Mapping[str, np.ndarray]
     (outputs, aliases): outputs keyed as outputs.npz (module docstring); aliases is {}.
 
   Raises:
-    RuntimeError: the openfold package is not importable.
+    JaxfoldError: the openfold package is not importable.
   """
   error = _import_error()
   if error:
-    raise RuntimeError(f'the openfold package is not importable ({error}); put an OpenFold '
+    raise JaxfoldError(f'the openfold package is not importable ({error}); put an OpenFold '
                        'checkout (commit ce0029e1) and torch on PYTHONPATH')
   # pylint: disable=import-outside-toplevel
   import torch

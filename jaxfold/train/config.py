@@ -22,6 +22,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.data.processing import TrainingDataConfig
 from jaxfold.data.training_set import DataSource
 from jaxfold.loss.total import INITIAL_TRAINING, LossConfig
@@ -118,7 +119,7 @@ class TrainConfig:
       raise ValueError('steps, checkpoint_every, log_every and validation.every must be >= 1')
 
 
-class ConfigError(ValueError):
+class ConfigError(JaxfoldError):
   """A config file or an override that cannot be used."""
 
 

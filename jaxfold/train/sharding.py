@@ -26,6 +26,7 @@ import optax
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.model.logical_axes import Rules, partition_spec
 
 MESH_AXES = ('data', 'fsdp', 'res')
@@ -56,7 +57,7 @@ _PARAM_AXES = {
 _STACKED = ('evoformer_iteration', 'extra_msa_stack', 'template_pair_stack')
 
 
-class ShardingError(ValueError):
+class ShardingError(JaxfoldError):
   """A mesh or layout that does not fit the devices or the config."""
 
 

@@ -34,6 +34,7 @@ from etils import epath
 from jaxfold.common import protein
 from jaxfold.common import residue_constants as rc
 from jaxfold.common.atomic_file import atomic_write, run_path
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.data import dataset_builder, processing
 from jaxfold.loss import metrics
 from jaxfold.loss.total import LossConfig, alphafold_loss
@@ -281,7 +282,7 @@ def write_predictions(result: ValidationResult, workdir: str | os.PathLike, step
   """
   missing = [name for name in chain_names if name not in result.predicted]
   if missing:
-    raise KeyError(f'validation chains {missing} to keep are not in the validation set '
+    raise JaxfoldError(f'validation chains {missing} to keep are not in the validation set '
                    f'({sorted(result.predicted)})')
   written = []
   for name in chain_names:
