@@ -98,7 +98,10 @@ def _training_params(path: str, ema: bool | None, preset_name: str | None):
   run = checkpoints.run_config(path)
   if preset_name is not None and preset_name != run.preset:
     raise ValueError(f'{path}: the run trained preset {run.preset!r}, not {preset_name!r}')
-  return checkpoints.read_params(path, ema=ema is not False), run.preset, run.model.model
+  from jaxfold.convert import alphafold_npz  # pylint: disable=import-outside-toplevel
+  params = checkpoints.read_params(path, ema=ema is not False)
+  alphafold_npz.check_finite(params, path)
+  return params, run.preset, run.model.model
 
 
 def _train(args: argparse.Namespace) -> None:

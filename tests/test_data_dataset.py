@@ -3,6 +3,7 @@ features (made from the real alignment folders), bad-chain accounting, and the g
 determinism, resumption and sharding."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -140,6 +141,26 @@ def test_spec_and_dataset_errors(built, tmp_path):
     db.load_data_source(summary.dataset_dir, 'test')
   with pytest.raises(db.DatasetError, match='holds no built dataset'):
     db.load_data_source(tmp_path)
+
+
+def test_a_damaged_shard_is_named_when_opened_or_read(built, tmp_path):
+  summary, _, _, _ = built
+  damaged = tmp_path / 'chain_features'
+  shutil.copytree(summary.dataset_dir, damaged)
+  shard = damaged / 'chain_features-train.array_record-00000-of-00002'
+  data = bytearray(shard.read_bytes())
+  shard.write_bytes(data[:len(data) // 2])  # truncated: no footer
+  with pytest.raises(db.DatasetError, match=f'{shard}: not a readable ArrayRecord shard'):
+    db.load_data_source(damaged, 'train')
+  shard.unlink()
+  with pytest.raises(db.DatasetError, match=f'{shard}: shard missing'):
+    db.load_data_source(damaged, 'train')
+  data[100:200] = bytes(b ^ 0xff for b in data[100:200])  # inside the first record's chunk
+  shard.write_bytes(data)
+  source = db.load_data_source(damaged, 'train')
+  with pytest.raises(db.DatasetError, match=f'{shard}: record 0 cannot be read .*rebuild it'):
+    source[0]
+  assert source[len(source) - 1]['domain_name'].shape == (1,)  # the other shard reads
 
 
 def test_a_split_with_no_good_chain_fails_clearly(tmp_path):

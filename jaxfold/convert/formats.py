@@ -49,19 +49,23 @@ def load_params(path: str | os.PathLike,
       `model_config` is None.
     SchemaError: the tensors differ from `expected` (or, for an OpenFold file, from
       `model_config`'s; the message then names a preset the keys fit, if one does).
+    JaxfoldError: a parameter holds NaN or inf (the first such key is named).
     TorchMissingError: an OpenFold file, and torch is not installed.
   """
   path = pathlib.Path(path)
   if path.suffix.lower() == '.npz':
-    return alphafold_npz.read_npz(path, expected, schema_name=schema_name), None
-  if openfold_pt.is_openfold_path(path):
-    return _read_openfold(path, expected, schema_name, model_config, ema, trusted), None
-  if path.is_dir():
+    params, preset = alphafold_npz.read_npz(path, expected, schema_name=schema_name), None
+  elif openfold_pt.is_openfold_path(path):
+    params, preset = _read_openfold(path, expected, schema_name, model_config, ema, trusted), None
+  elif path.is_dir():
     params, document = checkpoint.read_checkpoint(path, expected, schema_name=schema_name)
-    return params, document['preset']
-  if not os.path.lexists(path):
+    preset = document['preset']
+  elif not os.path.lexists(path):
     raise FileNotFoundError(f'{path}: no such file or directory (expected {_ACCEPTED})')
-  raise ValueError(f'{path}: not a parameter format read here; expected {_ACCEPTED}')
+  else:
+    raise ValueError(f'{path}: not a parameter format read here; expected {_ACCEPTED}')
+  alphafold_npz.check_finite(params, str(path))
+  return params, preset
 
 
 def checkpoint_preset(path: str | os.PathLike) -> str:

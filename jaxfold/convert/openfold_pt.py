@@ -20,6 +20,7 @@ or written.
 
 from collections.abc import Mapping
 import dataclasses
+import io
 import os
 import pathlib
 import pickle
@@ -154,8 +155,12 @@ def write_openfold(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike
       raise ValueError(f'{path}: tensor {key!r} is {array.dtype}; OpenFold weights are float32 '
                        f'and it would be rounded')
     tensors[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+  # Serialised in memory, then written by Python: a full disk is then an OSError naming the
+  # file, where torch's own writer reports an internal "PytorchStreamWriter failed" message.
+  buffer = io.BytesIO()
+  torch.save(tensors, buffer)
   with atomic_write(path) as file:
-    torch.save(tensors, file)
+    file.write(buffer.getbuffer())
 
 
 def _import_torch(path: str | os.PathLike):

@@ -31,7 +31,10 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
+from array_record.python import array_record_module
 from tensorflow_datasets.core import hashing as tfds_hashing
+
+from jaxfold.common.errors import JaxfoldError
 
 SUMMARY_FILE = 'build_summary.json'
 CHAINS_FILE = 'chains.json'
@@ -41,7 +44,7 @@ _INDEX_FEATURES = ('domain_name', 'seq_length')
 MakeExample = Callable[[str], Mapping[str, Any]]
 
 
-class DatasetError(ValueError):
+class DatasetError(JaxfoldError):
   """A dataset to build or read is ill-defined or missing."""
 
 
@@ -276,12 +279,62 @@ def record_chains(dataset_dir: str | pathlib.Path,
   return entry['chain_id'], np.asarray(entry['seq_length'], dtype=np.int64)
 
 
-def load_data_source(dataset_dir: str | pathlib.Path, split: str = 'train'):
-  """Random-access source of a built split (`len`, `[i]` -> dict of arrays); no builder code needed."""
+def load_data_source(dataset_dir: str | pathlib.Path, split: str = 'train') -> 'CheckedSource':
+  """Random-access source of a built split (`len`, `[i]` -> dict of arrays); no builder code needed.
+
+  Every shard is opened first: a truncated or missing shard fails here, naming it; a record
+  damaged inside a shard fails when read, naming its shard (both DatasetError).
+  """
   dataset_dir = pathlib.Path(dataset_dir)
   if not (dataset_dir / 'dataset_info.json').exists():
     raise DatasetError(f'{dataset_dir} holds no built dataset (no dataset_info.json)')
   builder = tfds.builder_from_directory(dataset_dir)
   if split not in builder.info.splits:
     raise DatasetError(f'{dataset_dir}: no split {split!r} (has {sorted(builder.info.splits)})')
-  return builder.as_data_source(split=split)
+  info = builder.info.splits[split]
+  shards = [pathlib.Path(os.fspath(path)) for path in info.filepaths]
+  for shard, length in zip(shards, info.shard_lengths):
+    _check_shard(shard, length)
+  return CheckedSource(builder.as_data_source(split=split), shards, info.shard_lengths)
+
+
+_REBUILD = 'the dataset is damaged: rebuild it with `jaxfold data build`'
+
+
+def _check_shard(shard: pathlib.Path, length: int) -> None:
+  """Raises DatasetError unless `shard` opens as an ArrayRecord file of `length` records."""
+  if not shard.is_file():
+    raise DatasetError(f'{shard}: shard missing; {_REBUILD}')
+  try:
+    reader = array_record_module.ArrayRecordReader(os.fspath(shard))
+    found = reader.num_records() if reader.ok() else 0
+    reader.close()  # raises what opening found wrong (e.g. no footer: a truncated file)
+  except RuntimeError as e:  # array_record's C++ errors
+    raise DatasetError(f'{shard}: not a readable ArrayRecord shard ({str(e).splitlines()[0]}); '
+                       f'{_REBUILD}') from e
+  if found != length:
+    raise DatasetError(f'{shard}: holds {found} records where dataset_info.json lists {length}; '
+                       f'{_REBUILD}')
+
+
+class CheckedSource(Sequence):
+  """A built split's records; one that cannot be read raises DatasetError naming its shard."""
+
+  def __init__(self, source: Sequence, shards: Sequence[pathlib.Path],
+               shard_lengths: Sequence[int]):
+    self._source = source
+    self._shards = list(shards)
+    self._ends = np.cumsum(shard_lengths)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index):
+    try:
+      return self._source[index]
+    except (IndexError, TypeError):  # the Sequence protocol's own errors stay as they are
+      raise
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      shard = self._shards[int(np.searchsorted(self._ends, int(index), side='right'))]
+      raise DatasetError(f'{shard}: record {index} cannot be read ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}); {_REBUILD}') from e
