@@ -39,11 +39,12 @@ def _preset(name: str):
 
 
 def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
-                 trusted: bool = False):
+                 trusted: bool = False, finite: bool = True):
   """(jaxfold params, preset, config) from any weight format, validated against the preset.
 
   The schema is the preset's (given, or recorded in a jaxfold checkpoint); an AlphaFold .npz
-  and an OpenFold .pt/.ckpt need --preset. `ema` and `trusted` apply to OpenFold files.
+  and an OpenFold .pt/.ckpt need --preset. `ema` and `trusted` apply to OpenFold files;
+  `finite` refuses NaN or inf parameters.
   """
   from jaxfold.convert import formats, schema  # pylint: disable=import-outside-toplevel
   source = pathlib.Path(path)
@@ -61,7 +62,7 @@ def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
   tree, _ = formats.load_params(
       source, expected=None if config is None else schema.parameter_shapes(config.model),
       schema_name=f'preset {preset_name!r}', model_config=None if config is None else config.model,
-      ema=ema, trusted=trusted)
+      ema=ema, trusted=trusted, finite=finite)
   return tree, preset_name, config
 
 
@@ -77,8 +78,12 @@ def _convert(args: argparse.Namespace) -> None:
     tree, preset_name, model_config = _training_params(args.src, args.ema, args.preset)
   else:
     tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
-                                             trusted=args.trust_pickle)
+                                             trusted=args.trust_pickle, finite=False)
     model_config = config.model
+  non_finite = alphafold_npz.first_non_finite(tree)
+  if non_finite:  # converted bit for bit all the same: the file is the user's to judge
+    logging.warning('%s: parameter %s holds %s non-finite values (NaN or inf); converting them '
+                    'as they are', args.src, non_finite[0], f'{non_finite[1]:,}')
   arrays = alphafold_npz.flat_keys(tree)
   progress(f'{len(arrays)} tensors, {sum(a.size for a in arrays.values()):,} parameters fit '
            f'{preset_name}; writing {args.dst}')
@@ -98,10 +103,7 @@ def _training_params(path: str, ema: bool | None, preset_name: str | None):
   run = checkpoints.run_config(path)
   if preset_name is not None and preset_name != run.preset:
     raise ValueError(f'{path}: the run trained preset {run.preset!r}, not {preset_name!r}')
-  from jaxfold.convert import alphafold_npz  # pylint: disable=import-outside-toplevel
-  params = checkpoints.read_params(path, ema=ema is not False)
-  alphafold_npz.check_finite(params, path)
-  return params, run.preset, run.model.model
+  return checkpoints.read_params(path, ema=ema is not False), run.preset, run.model.model
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.convert import alphafold_npz
 from jaxfold.convert import checkpoint
 from jaxfold.convert import formats
@@ -185,6 +186,27 @@ def test_truncated_damaged_and_foreign_files_name_the_file(tmp_path, flat):
     alphafold_npz.read_npz(tmp_path)
 
 
+def test_non_finite_weights_are_refused_naming_the_file_and_first_key(tmp_path, flat):
+  finite = {key: np.nan_to_num(value, nan=0.5, posinf=1.0, neginf=-1.0)
+            for key, value in flat.items()}
+  keys = sorted(finite)
+  finite[keys[3]] = finite[keys[3]].copy()
+  finite[keys[3]].flat[[0, 5]] = [np.nan, -np.inf]
+  finite[keys[7]] = np.full_like(finite[keys[7]], np.inf)  # later: the first is named
+  path = tmp_path / 'params.npz'
+  alphafold_npz.write_npz(alphafold_npz.unflatten(finite), path)
+  for target in (path, tmp_path / 'ckpt'):
+    if target.suffix != '.npz':
+      formats.save_params(alphafold_npz.unflatten(finite), target, preset='model_3_ptm')
+    with pytest.raises(JaxfoldError, match=rf'^{target}: parameter {keys[3]} holds 2 non-finite'):
+      formats.load_params(target)
+    params, _ = formats.load_params(target, finite=False)
+    _assert_bit_identical(alphafold_npz.flat_keys(params), finite)
+  assert alphafold_npz.first_non_finite(alphafold_npz.unflatten(flat)) is not None
+  del finite[keys[3]], finite[keys[7]]
+  assert alphafold_npz.first_non_finite(alphafold_npz.unflatten(finite)) is None
+
+
 def test_missing_inputs_raise_file_not_found(tmp_path):
   with pytest.raises(FileNotFoundError, match=f'{tmp_path}/absent.npz: no such file'):
     alphafold_npz.read_npz(tmp_path / 'absent.npz')
@@ -311,7 +333,7 @@ def test_formats_dispatch_on_the_path(tmp_path, schema, flat):
   with pytest.raises(ValueError, match='is a file, not a jaxfold checkpoint directory'):
     formats.checkpoint_preset(tmp_path / 'params.npz')
   for name, preset in (('params.npz', None), ('ckpt', 'model_3_ptm')):
-    params, found = formats.load_params(tmp_path / name, schema)
+    params, found = formats.load_params(tmp_path / name, schema, finite=False)
     assert found == preset
     _assert_bit_identical(alphafold_npz.flat_keys(params), flat)
 
@@ -340,8 +362,9 @@ def test_full_model_round_trips_through_both_formats(tmp_path, manifest):
   with np.load(tmp_path / 'written.npz', allow_pickle=False) as npz:
     _assert_bit_identical({key: npz[key] for key in npz.files}, flat)
   del tree
-  formats.save_params(formats.load_params(tmp_path / 'written.npz', manifest)[0],
-                      tmp_path / 'ckpt', preset='model_3_ptm')
-  params, preset = formats.load_params(tmp_path / 'ckpt', manifest)
+  formats.save_params(
+      formats.load_params(tmp_path / 'written.npz', manifest, finite=False)[0],
+      tmp_path / 'ckpt', preset='model_3_ptm')
+  params, preset = formats.load_params(tmp_path / 'ckpt', manifest, finite=False)
   assert preset == 'model_3_ptm'
   _assert_bit_identical(alphafold_npz.flat_keys(params), flat)

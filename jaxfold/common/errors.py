@@ -5,7 +5,6 @@ it is about in the message; `jaxfold`'s `main()` prints it as one `jaxfold: erro
 exits 2. It is a ValueError, so callers that caught ValueError before still do.
 """
 
-import errno
 import os
 
 
@@ -18,5 +17,6 @@ def described_os_error(error: OSError, path: str | os.PathLike) -> OSError:
   disk names no file), so its message says where: '[Errno 28] No space left on device: path'."""
   if error.filename is not None:
     return error
-  code = error.errno if error.errno is not None else errno.EIO
-  return type(error)(code, error.strerror or os.strerror(code), os.fspath(path))
+  if error.errno is None:  # raised with a message only
+    return type(error)(f'{os.fspath(path)}: {error}')
+  return type(error)(error.errno, error.strerror or os.strerror(error.errno), os.fspath(path))

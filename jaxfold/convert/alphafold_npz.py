@@ -117,15 +117,24 @@ def check_schema(flat_shapes: Mapping[str, tuple[int, ...]],
                       + ', '.join(problems))
 
 
-def check_finite(tree: Mapping, source: str) -> None:
-  """Raises JaxfoldError naming `source` and the first parameter (by AlphaFold key) holding
-  NaN or inf: a damaged file or a diverged run, caught before any forward pass uses it."""
+def first_non_finite(tree: Mapping) -> tuple[str, int] | None:
+  """(AlphaFold key, count) of the first parameter holding NaN or inf, or None."""
   for key, value in flat_keys(tree).items():
     value = np.asarray(value)
-    if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
-      bad = int(value.size - np.isfinite(value).sum())
-      raise JaxfoldError(f'{source}: parameter {key} holds {bad:,} non-finite values (NaN or '
-                         'inf); the weights are damaged or come from a diverged run')
+    if np.issubdtype(value.dtype, np.inexact):
+      bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+      if bad:
+        return key, bad
+  return None
+
+
+def check_finite(tree: Mapping, source: str) -> None:
+  """Raises JaxfoldError naming `source` and the first parameter holding NaN or inf: a
+  damaged file or a diverged run, caught before any forward pass uses it."""
+  found = first_non_finite(tree)
+  if found is not None:
+    raise JaxfoldError(f'{source}: parameter {found[0]} holds {found[1]:,} non-finite values '
+                       '(NaN or inf); the weights are damaged or come from a diverged run')
 
 
 def read_npz(path: str | os.PathLike, expected: Mapping[str, tuple[int, ...]] | None = None,

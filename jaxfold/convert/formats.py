@@ -26,7 +26,7 @@ def load_params(path: str | os.PathLike,
                 expected: Mapping[str, tuple[int, ...]] | None = None, *,
                 schema_name: str = 'the expected parameters',
                 model_config: config_lib.ModelConfig | None = None, ema: bool | None = None,
-                trusted: bool = False) -> tuple[dict, str | None]:
+                trusted: bool = False, finite: bool = True) -> tuple[dict, str | None]:
   """Reads parameters from an AlphaFold .npz, an OpenFold file or a jaxfold checkpoint.
 
   Args:
@@ -38,6 +38,8 @@ def load_params(path: str | os.PathLike,
     ema: for an OpenFold checkpoint, True/False reads the EMA/trained weights, None the EMA
       weights when present (see `openfold_pt.read_openfold`).
     trusted: let torch unpickle any object in an OpenFold file (only for trusted files).
+    finite: refuse parameters holding NaN or inf (False reads them as they are, e.g. to
+      convert bit for bit).
 
   Returns:
     (params, preset): the nested jaxfold tree of numpy arrays, and the checkpoint's preset
@@ -49,7 +51,7 @@ def load_params(path: str | os.PathLike,
       `model_config` is None.
     SchemaError: the tensors differ from `expected` (or, for an OpenFold file, from
       `model_config`'s; the message then names a preset the keys fit, if one does).
-    JaxfoldError: a parameter holds NaN or inf (the first such key is named).
+    JaxfoldError: `finite`, and a parameter holds NaN or inf (the first such key is named).
     TorchMissingError: an OpenFold file, and torch is not installed.
   """
   path = pathlib.Path(path)
@@ -64,7 +66,8 @@ def load_params(path: str | os.PathLike,
     raise FileNotFoundError(f'{path}: no such file or directory (expected {_ACCEPTED})')
   else:
     raise ValueError(f'{path}: not a parameter format read here; expected {_ACCEPTED}')
-  alphafold_npz.check_finite(params, str(path))
+  if finite:
+    alphafold_npz.check_finite(params, str(path))
   return params, preset
 
 
