@@ -114,6 +114,14 @@ def test_header_fields(parsed):
   assert parsed['3zee'].header == mmcif.MmcifHeader('2013-10-16', 6.1, 'electron microscopy')
 
 
+def test_unset_revision_dates_are_not_release_dates(mmcif_dir):
+  text = (mmcif_dir / '2q2k.cif').read_text()
+  first_unset = text.replace("0 2008-02-05 \n", "0 ? \n")
+  assert mmcif.parse(first_unset, '2q2k').header.release_date == '2011-07-13'
+  none_set = first_unset.replace("1 2011-07-13 \n", "1 . \n")
+  assert mmcif.parse(none_set, '2q2k').header.release_date is None
+
+
 def test_nmr_entry_reads_first_model_only(parsed, mmcif_dir):
   info = MMCIF2Dict(str(mmcif_dir / '2crb.cif'))
   assert len(set(info['_atom_site.pdbx_PDB_model_num'])) == 20
@@ -180,6 +188,10 @@ def _dna_only(text: str) -> str:
     (lambda text: text[:text.index('ATOM   600 ') + 40], 'different lengths'),
     (_dna_only, 'no protein chains'),
     (lambda text: text.replace('31.339 32.877', 'abc 32.877'), 'unreadable number'),
+    (lambda text: 'data_x\nloop_\n1 2\n', r'not an mmCIF file \(ZeroDivisionError'),
+    (lambda text: text.replace('31.339 32.877', 'nan 32.877'),
+     'chain A residue 44 GLU atom CD: coordinates nan 32.877 17.784 are not finite'),
+    (lambda text: text.replace('31.339 32.877', '1e39 32.877'), r'coordinates 1e\+39 32.877'),
 ])
 def test_malformed_files_raise_naming_the_file(mmcif_dir, tmp_path, make_bad, reason):
   path = tmp_path / 'broken.cif'
@@ -192,6 +204,6 @@ def test_malformed_files_raise_naming_the_file(mmcif_dir, tmp_path, make_bad, re
 def test_binary_file_raises_naming_the_file(tmp_path):
   path = tmp_path / 'binary.cif'
   path.write_bytes(bytes(range(256)) * 4)
-  with pytest.raises(mmcif.MmcifError, match='not an mmCIF file') as error:
+  with pytest.raises(mmcif.MmcifError, match='not UTF-8 text: byte 0x80 at offset 128') as error:
     mmcif.read(path)
   assert str(path) in str(error.value)

@@ -223,6 +223,7 @@ def test_unreadable_files_raise_naming_the_file(tmp_path):
   with pytest.raises(parsers.ParseError, match=f'^{tmp_path}/missing.a3m: cannot read'):
     parsers.read_msa(tmp_path / 'missing.a3m')
   (tmp_path / 'binary.sto').write_bytes(b'q \xff\xfe\n')
-  with pytest.raises(parsers.ParseError, match=f'^{tmp_path}/binary.sto: cannot read'):
+  with pytest.raises(parsers.ParseError,
+                     match=f'^{tmp_path}/binary.sto: not UTF-8 text: byte 0xff at offset 2'):
     parsers.read_msa(tmp_path / 'binary.sto')
   assert issubclass(parsers.ParseError, ValueError)

@@ -16,20 +16,23 @@ ss_dssp, Consensus, Confidence) in between, which are skipped.
 """
 
 import dataclasses
+import math
 import os
-import pathlib
 import re
 
-# 'No 12' opens a hit block.
-_BLOCK_START = re.compile(r'No (\d+)\s*$')
+from jaxfold.data import parsers
+
+# 'No 12' opens a hit block. Numbers have at most 9 digits: int() refuses very long ones.
+_BLOCK_START = re.compile(r'No (\d{1,9})\s*$')
 # One alignment line: Q/T, name (first word of the header, at most 14 characters), start,
 # aligned residues, end, (length of the full sequence).
-_ALIGNMENT_LINE = re.compile(r'([QT]) (\S+)\s+(\d+) ([A-Z-]+)\s+(\d+) \(\d+\)\s*$')
+_ALIGNMENT_LINE = re.compile(
+    r'([QT]) (\S+)\s+(\d{1,9}) ([A-Z-]+)\s+(\d{1,9}) \(\d+\)\s*$')
 _ANNOTATION_NAMES = ('ss_dssp', 'ss_pred', 'Consensus')
 
 
-class HhrError(ValueError):
-  """A malformed .hhr file; the message names the file, the hit and the problem."""
+class HhrError(parsers.ParseError):
+  """A malformed .hhr file; the message names the file, the line, the hit and the problem."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,39 +60,53 @@ def _residue_indices(segment: str, start: int) -> list[int]:
   return indices
 
 
-def _parse_hit(lines: list[str], source: str) -> TemplateHit:
+def _parse_hit(lines: list[str], first_line: int, source: str) -> TemplateHit:
+  """One hit block; `first_line` is the file's line number of its 'No' line."""
   index = int(_BLOCK_START.match(lines[0]).group(1))
-  where = f'{source}: hit No {index}'
+
+  def error(offset: int, problem: str) -> HhrError:
+    return HhrError(f'{source}: line {first_line + offset}: hit No {index}: {problem}')
+
   if len(lines) < 3 or not lines[1].startswith('>') or not lines[1][1:].strip():
-    raise HhrError(f"{where}: expected a '>name' line after 'No {index}'.")
+    raise error(min(1, len(lines) - 1), f"expected a '>name' line after 'No {index}'.")
   summary = dict(re.findall(r'(\w+)=(\S+)', lines[2]))
   if 'Aligned_cols' not in summary:
-    raise HhrError(f'{where}: summary line {lines[2]!r} has no Aligned_cols.')
+    raise error(2, f'summary line {parsers.excerpt(lines[2])} has no Aligned_cols.')
   try:
     aligned_cols = int(summary['Aligned_cols'])
     sum_probs = float(summary['Sum_probs']) if 'Sum_probs' in summary else None
   except ValueError as e:
-    raise HhrError(f'{where}: unreadable summary line {lines[2]!r} ({e}).') from e
+    raise error(2, f'unreadable summary line {parsers.excerpt(lines[2])} ({e}).') from e
+  if sum_probs is not None and not math.isfinite(sum_probs):
+    raise error(2, f'unreadable summary line {parsers.excerpt(lines[2])} '
+                f'(Sum_probs={sum_probs}).')
 
   segments = {'Q': [], 'T': []}
-  for line in lines[3:]:
-    if line[:2] not in ('Q ', 'T ') or line[2:].split(maxsplit=1)[0] in _ANNOTATION_NAMES:
+  for offset, line in enumerate(lines[3:], start=3):
+    if line[:2] not in ('Q ', 'T '):
+      continue
+    fields = line[2:].split(maxsplit=1)
+    if fields and fields[0] in _ANNOTATION_NAMES:
       continue
     match = _ALIGNMENT_LINE.match(line)
     if not match:
-      raise HhrError(f'{where}: unreadable alignment line {line!r}.')
+      raise error(offset, f'unreadable alignment line {parsers.excerpt(line)}.')
     kind, _, start, residues, end = match.groups()
     start, end = int(start) - 1, int(end)
+    if start < 0:
+      raise error(offset, f'alignment line {parsers.excerpt(line)} starts at residue 0 '
+                  '(numbered from 1).')
     if kind == 'Q' and end - start != len(residues) - residues.count('-'):
-      raise HhrError(f'{where}: query line {line!r} spans residues {start + 1}-{end} but '
-                     f'holds {len(residues) - residues.count("-")}.')
+      raise error(offset, f'query line {parsers.excerpt(line)} spans residues {start + 1}-'
+                  f'{end} but holds {len(residues) - residues.count("-")}.')
     segments[kind].append((residues, start))
   if len(segments['Q']) != len(segments['T']) or not segments['Q']:
-    raise HhrError(f"{where}: {len(segments['Q'])} query lines but {len(segments['T'])} hit "
-                   'lines (truncated block?).')
+    raise error(0, f"{len(segments['Q'])} query lines but {len(segments['T'])} hit lines "
+                '(truncated block?).')
   for (query, _), (hit, _) in zip(segments['Q'], segments['T']):
     if len(query) != len(hit):
-      raise HhrError(f'{where}: aligned query {query!r} and hit {hit!r} differ in length.')
+      raise error(0, f'aligned query {parsers.excerpt(query)} and hit '
+                  f'{parsers.excerpt(hit)} differ in length.')
   return TemplateHit(
       index=index, name=lines[1][1:], aligned_cols=aligned_cols, sum_probs=sum_probs,
       query=''.join(s for s, _ in segments['Q']),
@@ -100,15 +117,14 @@ def _parse_hit(lines: list[str], source: str) -> TemplateHit:
 
 def parse_hhr(hhr_string: str, source: str = '<hhr string>') -> list[TemplateHit]:
   """The hits of an .hhr text, in file order; `source` names the file in error messages."""
-  lines = hhr_string.splitlines()
-  if not lines or not lines[0].startswith('Query '):
+  lines = hhr_string.split('\n')
+  if not lines[0].startswith('Query '):
     raise HhrError(f"{source}: not an HHsearch .hhr file (it does not start with 'Query').")
   starts = [i for i, line in enumerate(lines) if _BLOCK_START.match(line)]
-  return [_parse_hit(lines[begin:end], source)
+  return [_parse_hit(lines[begin:end], begin + 1, source)
           for begin, end in zip(starts, starts[1:] + [len(lines)])]
 
 
 def read_hhr(path: str | os.PathLike) -> list[TemplateHit]:
   """The hits of the .hhr file at `path`."""
-  path = pathlib.Path(path)
-  return parse_hhr(path.read_text(), source=str(path))
+  return parse_hhr(parsers.read_text(path), source=str(path))

@@ -14,9 +14,12 @@ this way, as AlphaFold's `mmcif_parsing` does:
   * selenomethionine (MSE) reads as methionine with its SE atom in the SD slot; other
     modified residues take their parent's letter from the PDB chemical component table
     (Biopython's `protein_letters_3to1_extended`, AlphaFold's table), else 'X';
-  * the header carries the release date (earliest `_pdbx_audit_revision_history`), the
-    resolution (first of refine, EM reconstruction, reflns that parses; 0.0 when none) and the
-    experimental method.
+  * the header carries the release date (earliest `_pdbx_audit_revision_history` that is
+    set; '?' and '.' are not), the resolution (first of refine, EM reconstruction, reflns that
+    parses; 0.0 when none) and the experimental method.
+A file that is not UTF-8, that Biopython's tokenizer cannot read, whose numbers do not parse or
+whose first model has a non-finite coordinate ('nan', 'inf', or beyond 1e6 Å) raises
+`MmcifError` naming it.
 """
 
 import collections
@@ -31,6 +34,8 @@ from Bio.Data import PDBData
 from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 
 from jaxfold.common import residue_constants as rc
+from jaxfold.common.errors import JaxfoldError
+from jaxfold.data import parsers
 
 # Resolution items in AlphaFold's order of preference.
 _RESOLUTION_KEYS = ('_refine.ls_d_res_high', '_em_3d_reconstruction.resolution',
@@ -43,15 +48,18 @@ _ATOM_SITE_COLUMNS = {
     'occupancy': '_atom_site.occupancy', 'x': '_atom_site.Cartn_x', 'y': '_atom_site.Cartn_y',
     'z': '_atom_site.Cartn_z'}
 _UNSET = ('.', '?')
+# Å: far beyond any structure (the PDB format stops at 1e4) and small enough that squared
+# distances stay finite in float32; a larger coordinate is a corrupt file.
+_MAX_COORDINATE = 1e6
 
 
-class MmcifError(ValueError):
+class MmcifError(JaxfoldError):
   """An mmCIF file that cannot be read; the message names the file and the reason."""
 
 
 @dataclasses.dataclass(frozen=True)
 class MmcifHeader:
-  release_date: str | None  # 'YYYY-MM-DD', the first revision; None when the file has none
+  release_date: str | None  # the first revision's date as written ('YYYY-MM-DD'); None if unset
   resolution: float  # Å; 0.0 when the file states none (e.g. NMR)
   structure_method: str  # lower-case `_exptl.method` values joined by ','
 
@@ -102,13 +110,14 @@ def _loop(info: Mapping[str, list[str]], keys: Mapping[str, str],
 
 
 def _header(info: Mapping[str, list[str]]) -> MmcifHeader:
-  dates = info.get('_pdbx_audit_revision_history.revision_date')
+  dates = [date for date in info.get('_pdbx_audit_revision_history.revision_date', [])
+           if date not in _UNSET]
   resolution = 0.0
   for key in _RESOLUTION_KEYS:
     try:
       resolution = float(info[key][0])
       break
-    except (KeyError, ValueError):  # absent, or '?' / '.'
+    except (KeyError, IndexError, ValueError):  # absent, empty, or '?' / '.'
       continue
   return MmcifHeader(release_date=min(dates) if dates else None, resolution=resolution,
                      structure_method=','.join(m.lower() for m in info.get('_exptl.method', [])))
@@ -141,9 +150,10 @@ def _first_model_atoms(info: Mapping[str, list[str]], source: str) -> dict[str, 
   return {role: values[first] for role, values in atoms.items()}
 
 
-def _chain_atoms(atoms: Mapping[str, np.ndarray],
-                 monomers: Sequence[tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
-  """atom37 positions [N, 37, 3] and mask [N, 37] of one chain's atom-site rows."""
+def _chain_atoms(atoms: Mapping[str, np.ndarray], monomers: Sequence[tuple[int, str]],
+                 where: str) -> tuple[np.ndarray, np.ndarray]:
+  """atom37 positions [N, 37, 3] and mask [N, 37] of one chain's atom-site rows; `where`
+  names the chain in errors."""
   position_of = {num: i for i, (num, _) in enumerate(monomers)}
   positions = np.zeros((len(monomers), rc.atom_type_num, 3), np.float32)
   mask = np.zeros((len(monomers), rc.atom_type_num), np.float32)
@@ -163,7 +173,12 @@ def _chain_atoms(atoms: Mapping[str, np.ndarray],
       continue
     occ = float(occ) if occ not in _UNSET else 1.0
     if occ > occupancy[i, slot]:  # alternate locations: highest occupancy, first on a tie
-      positions[i, slot] = [float(v) for v in xyz]
+      xyz = [float(v) for v in xyz]
+      if not all(abs(v) < _MAX_COORDINATE for v in xyz):  # nan fails the comparison too
+        raise MmcifError(f'{where} residue {seq} {comp} atom {atom}: coordinates '
+                         f'{" ".join(map(str, xyz))} are not finite (or beyond '
+                         f'{_MAX_COORDINATE:g} Å)')
+      positions[i, slot] = xyz
       occupancy[i, slot] = occ
       mask[i, slot] = 1.0
   return positions, mask
@@ -183,9 +198,9 @@ def _from_info(info: Mapping[str, list[str]], file_id: str, source: str) -> Mmci
       continue
     monomers = entities[entity]
     rows = atoms['asym'] == asym
-    positions, mask = _chain_atoms({role: values[rows] for role, values in atoms.items()},
-                                   monomers)
     chain_id = author_id.get(asym, asym)
+    positions, mask = _chain_atoms({role: values[rows] for role, values in atoms.items()},
+                                   monomers, f'{source}: chain {chain_id}')
     chains[chain_id] = MmcifChain(
         chain_id=chain_id, sequence=''.join(residue_letter(mon) for _, mon in monomers),
         residue_names=tuple(mon for _, mon in monomers), atom_positions=positions,
@@ -198,8 +213,11 @@ def parse(mmcif_string: str, file_id: str, source: str | None = None) -> MmcifOb
   source = source or file_id
   try:
     info = MMCIF2Dict(io.StringIO(mmcif_string))
-  except ValueError as e:  # Biopython's own: empty file, no data_ block, open quote
-    raise MmcifError(f'{source}: not an mmCIF file ({e}).') from e
+  # Biopython's tokenizer raises ValueError (empty file, no data_ block, open quote) but also
+  # others on malformed files (ZeroDivisionError for values after 'loop_' before any key).
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise MmcifError(f'{source}: not an mmCIF file ({type(e).__name__}: '
+                     f'{parsers.excerpt(str(e))}).') from e
   info = {key: value if isinstance(value, list) else [value] for key, value in info.items()}
   try:
     return _from_info(info, file_id, source)
@@ -213,7 +231,7 @@ def read(path: str | os.PathLike) -> MmcifObject:
   """Parses the mmCIF file at `path`; its file_id is the lower-case file stem (the PDB ID)."""
   path = pathlib.Path(path)
   try:
-    text = path.read_text()
-  except UnicodeDecodeError as e:
-    raise MmcifError(f'{path}: not an mmCIF file (not text: {e}).') from e
+    text = parsers.read_text(path)
+  except parsers.ParseError as e:  # not UTF-8: the message names the file and the byte
+    raise MmcifError(str(e)) from e
   return parse(text, file_id=path.stem.lower(), source=str(path))

@@ -18,13 +18,17 @@ Formats, as AlphaFold reads them:
 
 Any character other than a letter or a gap is rejected with a `ParseError` naming the source and
 line, as are structural faults (no sequence, a sequence before its '>' line, a row that does not
-fit the query's columns). Unknown letters are kept; the feature encoders map them to X.
+fit the query's columns). Unknown letters are kept; the feature encoders map them to X. Files
+must be UTF-8 (ASCII in practice): other bytes are a `ParseError` naming the file and the byte's
+offset. Lines end at '\n' (a '\r' before it is ignored), so line numbers are the file's.
 """
 
 import dataclasses
 import os
+import pathlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -37,7 +41,36 @@ _ALIGNMENT_JUNK = re.compile(r'[^A-Za-z\-.]')
 
 
 class ParseError(JaxfoldError):
-  """A malformed alignment or sequence file; the message names the file (or source) and line."""
+  """A malformed input file; the message names the file (or source) and line or byte offset."""
+
+
+def excerpt(text: str, limit: int = 60) -> str:
+  """`text` quoted for a one-line message: escaped as by repr, cut after `limit` characters."""
+  return repr(text[:limit]) + ('...' if len(text) > limit else '')
+
+
+def decode_text(data: bytes, source: str, offset: int = 0) -> str:
+  """`data` as UTF-8 text; else a ParseError naming `source` and the first bad byte's offset
+  in the file (`offset`: where `data` starts in it)."""
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise ParseError(f'{source}: not UTF-8 text: byte 0x{data[e.start]:02x} at offset '
+                     f'{offset + e.start} ({e.reason})') from e
+
+
+def read_text(path: str | os.PathLike) -> str:
+  """The UTF-8 text of the file at `path`; ParseError naming it and the offset of a byte that
+  is not UTF-8 (a binary file, or another encoding such as latin-1 or UTF-16)."""
+  return decode_text(pathlib.Path(path).read_bytes(), str(path))
+
+
+def _text_lines(file: BinaryIO, source: str) -> Iterator[str]:
+  """The lines of a binary file as text, decoded one at a time (a large file is not held)."""
+  offset = 0
+  for line in file:
+    yield decode_text(line, source, offset)
+    offset += len(line)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # no field-wise ==: it would compare arrays
@@ -67,7 +100,7 @@ def _fasta_records(text: str, source: str,
   """(sequences, descriptions, header line numbers) of FASTA text, checked line by line."""
   sequences, descriptions, header_lines = [], [], []
   chunks: list[list[str]] = []
-  for line_number, line in enumerate(text.splitlines(), start=1):
+  for line_number, line in enumerate(text.split('\n'), start=1):
     line = line.strip()
     if line.startswith('>'):
       descriptions.append(line[1:])
@@ -80,13 +113,13 @@ def _fasta_records(text: str, source: str,
       bad = junk.search(line)
       if bad:
         raise ParseError(f'{source}: line {line_number}: invalid character {bad.group()!r} '
-                         f'in sequence {descriptions[-1]!r}.')
+                         f'in sequence {excerpt(descriptions[-1])}.')
       chunks[-1].append(line)
   if not chunks:
     raise ParseError(f"{source}: no sequences (no '>' description line).")
   for chunk, description, line_number in zip(chunks, descriptions, header_lines):
     if not chunk:
-      raise ParseError(f'{source}: line {line_number}: sequence {description!r} is empty.')
+      raise ParseError(f'{source}: line {line_number}: sequence {excerpt(description)} is empty.')
     sequences.append(''.join(chunk))
   return sequences, descriptions, header_lines
 
@@ -117,7 +150,7 @@ def parse_a3m(text: str, source: str = '<string>') -> Msa:
   width = len(sequences[0])
   for sequence, description, line_number in zip(sequences, descriptions, header_lines):
     if len(sequence) != width:
-      raise ParseError(f'{source}: line {line_number}: sequence {description!r} has '
+      raise ParseError(f'{source}: line {line_number}: sequence {excerpt(description)} has '
                        f'{len(sequence)} aligned columns; the query has {width}.')
   return Msa(list(sequences), np.stack(deletions), descriptions)
 
@@ -128,7 +161,7 @@ def parse_stockholm(text: str | Iterable[str], source: str = '<string>',
   query has a gap removed. `max_sequences` keeps the first sequences only (AlphaFold's cap on
   jackhmmer hits); `source` names the text in error messages.
   """
-  lines = text.splitlines() if isinstance(text, str) else text
+  lines = text.split('\n') if isinstance(text, str) else text
   blocks: dict[str, list[str]] = {}
   first_lines: dict[str, int] = {}
   for line_number, line in enumerate(lines, start=1):
@@ -143,7 +176,7 @@ def parse_stockholm(text: str | Iterable[str], source: str = '<string>',
     bad = _ALIGNMENT_JUNK.search(aligned)
     if bad:
       raise ParseError(f'{source}: line {line_number}: invalid character {bad.group()!r} '
-                       f'in sequence {name!r}.')
+                       f'in sequence {excerpt(name)}.')
     if name not in blocks:
       if max_sequences is not None and len(blocks) >= max_sequences:
         continue
@@ -156,8 +189,9 @@ def parse_stockholm(text: str | Iterable[str], source: str = '<string>',
   rows = [''.join(blocks[name]) for name in names]
   for name, row in zip(names, rows):
     if len(row) != len(rows[0]):
-      raise ParseError(f'{source}: line {first_lines[name]}: sequence {name!r} is {len(row)} '
-                       f'columns long; the query {names[0]!r} is {len(rows[0])}.')
+      raise ParseError(f'{source}: line {first_lines[name]}: sequence {excerpt(name)} is '
+                       f'{len(row)} columns long; the query {excerpt(names[0])} is '
+                       f'{len(rows[0])}.')
   # Every row has the same length: one [N, columns] byte array does all rows at once.
   codes = np.frombuffer(''.join(rows).encode('ascii'), np.uint8).reshape(len(rows), -1)
   is_gap = (codes == ord(_GAP)) | (codes == ord(_INSERT_GAP))
@@ -187,21 +221,20 @@ def parse_msa(text: str | Iterable[str], source: str, max_sequences: int | None 
 
 
 def read_msa(path: str | os.PathLike, max_sequences: int | None = None) -> Msa:
-  """`parse_msa` of a file, read line by line. Unreadable or malformed files raise
+  """`parse_msa` of a file, read line by line. Unreadable, non-UTF-8 or malformed files raise
   `ParseError` naming the file."""
   try:
-    with open(path, encoding='utf-8') as f:
-      return parse_msa(f, str(path), max_sequences)
-  except (OSError, UnicodeDecodeError) as e:
-    raise ParseError(f'{path}: cannot read: {e}.') from e
+    with open(path, 'rb') as f:
+      return parse_msa(_text_lines(f, str(path)), str(path), max_sequences)
+  except OSError as e:
+    raise ParseError(f'{path}: cannot read: {e.strerror or e}.') from e
 
 
 def read_fasta(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-  """(sequences, descriptions) of a FASTA file; unreadable or malformed files raise
+  """(sequences, descriptions) of a FASTA file; unreadable, non-UTF-8 or malformed files raise
   `ParseError` naming the file."""
   try:
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-  except (OSError, UnicodeDecodeError) as e:
-    raise ParseError(f'{path}: cannot read: {e}.') from e
+    text = read_text(path)
+  except OSError as e:
+    raise ParseError(f'{path}: cannot read: {e.strerror or e}.') from e
   return parse_fasta(text, str(path))
