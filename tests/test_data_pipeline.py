@@ -14,6 +14,7 @@ import pytest
 
 from jaxfold import cli
 from jaxfold.common import residue_constants as rc
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.data import mmcif, openproteinset, parsers, pipeline, processing, training_set
 from jaxfold.model.config import preset
 
@@ -104,6 +105,40 @@ def test_a_chain_whose_alignment_is_another_protein_fails_naming_the_file(data):
   structure = mmcif.read(data / 'mmcif' / '2q2k.cif')
   with pytest.raises(parsers.ParseError, match='uniref90_hits.sto: its first sequence is not'):
     pipeline.training_example('2q2k_A', files, structure, None)
+
+
+def test_a_gap_in_the_query_row_of_an_a3m_fails_naming_the_file(data, tmp_path):
+  """AlphaFold's parse_a3m keeps a '-' of the query as a column, which gives an MSA one column
+  wider than aatype; the query row must have one column per residue."""
+  query = data / 'alignments' / 'query73'
+  sequence, _ = pipeline.read_query(query / 'query.fasta')
+  path = tmp_path / 'bfd_uniclust_hits.a3m'
+  gapped = f'{sequence[:10]}-{sequence[10:]}'
+  path.write_text(f'>query\n{gapped}\n>hit\n{gapped}\n')
+  with pytest.raises(parsers.ParseError, match=(
+      f'^{path}: the query row has a gap at column 11 \\(74 columns for 73 residues\\); the '
+      'query must have no gap columns$')):
+    pipeline.raw_features(query / 'query.fasta', tmp_path)
+
+
+def test_alignments_that_are_not_utf8_name_the_file_and_byte(data):
+  query = data / 'alignments' / 'query73'
+  sequence, description = pipeline.read_query(query / 'query.fasta')
+  alignments = {'bfd_uniclust_hits.a3m': f'>q\n{sequence}\n>h\xe9\n{sequence}\n'.encode('latin-1')}
+  with pytest.raises(parsers.ParseError, match='^9xyz_A/bfd_uniclust_hits.a3m: not UTF-8 text: '
+                     'byte 0xe9 at offset 79 '):
+    pipeline.assemble(sequence, description, alignments, None, source='9xyz_A')
+
+
+def test_a_bad_max_template_date_fails_before_anything_is_read(data):
+  query = data / 'alignments' / 'query73'
+  with pytest.raises(JaxfoldError, match=r'^max_template_date 2021-13-01: not a date '
+                     r'\(YYYY-MM-DD\): month must be in 1\.\.12$'):
+    pipeline.raw_features(query / 'query.fasta', query, max_template_date='2021-13-01')
+  sequence, _ = pipeline.read_query(query / 'query.fasta')
+  files = {path.name: path for path in query.iterdir()}
+  with pytest.raises(JaxfoldError, match=r'^9xyz.cif: release date 2030-02-30: not a date'):
+    pipeline.training_example('9xyz_A', files, _structure_of(sequence, '2030-02-30'), None)
 
 
 def test_build_writes_good_chains_and_counts_bad_ones(built, data):

@@ -5,6 +5,7 @@ the query73 protein, and against the template inputs recorded on OpenFold.
 """
 
 import dataclasses
+import datetime
 import logging
 import pickle
 
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from jaxfold.common import residue_constants as rc
-from jaxfold.data import hhr, mmcif, templates
+from jaxfold.common.errors import JaxfoldError
+from jaxfold.data import hhr, mmcif, parsers, templates
 
 
 @pytest.fixture(scope='module')
@@ -86,6 +88,10 @@ def test_aligned_query_residues_are_the_query_sequence(data_dir, folder, hhr_nam
     (lambda text: text[:text.index('Q query            11 HKAA') + 30], 'unreadable alignment'),
     (lambda text: text.replace('Aligned_cols=20', 'Aligned_cols=twenty'), 'hit No 2: unreadable'),
     (lambda text: text.replace('>4ZEY_A', 'garbage'), "hit No 3: expected a '>name'"),
+    (lambda text: text.replace('Q query            11 HKAAEHHEQAAKHHHAAAEH   30 (73)', 'Q ', 1),
+     "line 39: hit No 2: unreadable alignment line 'Q '"),
+    (lambda text: text.replace('T 2CRB_A           32 EEAISCHRKATTYLSEAMKL   51 (97)', 'T '),
+     "line 43: hit No 2: unreadable alignment line 'T '"),
 ])
 def test_malformed_hhr_raises_naming_the_file(data_dir, tmp_path, make_bad, reason):
   path = tmp_path / 'broken.hhr'
@@ -93,6 +99,16 @@ def test_malformed_hhr_raises_naming_the_file(data_dir, tmp_path, make_bad, reas
   with pytest.raises(hhr.HhrError, match=reason) as error:
     hhr.read_hhr(path)
   assert str(path) in str(error.value)
+
+
+def test_hhr_that_is_not_utf8_names_the_file_and_byte(data_dir, tmp_path):
+  text = (data_dir / 'alignments' / 'query73' / 'pdb70_hits.hhr').read_text()
+  path = tmp_path / 'latin1.hhr'
+  path.write_bytes(text.replace('nuclear receptor', 'nucléar receptor', 1).encode('latin-1'))
+  offset = text.index('nuclear receptor') + 4
+  with pytest.raises(parsers.ParseError,
+                     match=f'^{path}: not UTF-8 text: byte 0xe9 at offset {offset} '):
+    hhr.read_hhr(path)
 
 
 def test_hhr_with_no_hits_is_empty():
@@ -228,3 +244,74 @@ def test_arginine_nh1_is_the_nitrogen_nearer_cd():
   np.testing.assert_array_equal(fixed[1], positions[1])  # only arginines are touched
   np.testing.assert_array_equal(fixed_mask, mask)
   assert chain.atom_positions[0, nh1, 0] == 3  # the parsed chain is left as read
+
+
+def _4zey_folder(data_dir, tmp_path, edit) -> str:
+  """A template folder whose 4zey.cif is the shared one changed by `edit` (text -> bytes)."""
+  path = tmp_path / '4zey.cif'
+  path.write_bytes(edit((data_dir / 'mmcif' / '4zey.cif').read_text()))
+  return str(path)
+
+
+@pytest.mark.parametrize('edit, reason', [
+    (lambda text: b'data_4zey\nloop_\n1 2\n', 'not an mmCIF file (ZeroDivisionError'),
+    (lambda text: text.replace('nuclear', 'nucléar').encode('latin-1'),
+     'not UTF-8 text: byte 0xe9'),
+    (lambda text: text.replace('4.415  25.417', 'nan  25.417').encode(),
+     'chain A residue 1 GLY atom N: coordinates nan 25.417 3.156 are not finite'),
+    (lambda text: text.replace('25.417  3.156', '25.417  inf').encode(),
+     'chain A residue 1 GLY atom N: coordinates 4.415 25.417 inf are not finite'),
+])
+def test_unreadable_template_mmcif_skips_its_hit_with_the_reason(query73, hits73, data_dir,
+                                                                 tmp_path, edit, reason, caplog):
+  path = _4zey_folder(data_dir, tmp_path, edit)
+  with caplog.at_level(logging.WARNING, logger='jaxfold.data.templates'):
+    result = templates.template_features(query73, [_hit(hits73, '4ZEY_A')], tmp_path)
+  assert result.features['template_domain_names'].shape == (0,)
+  assert len(result.skipped) == 1 and f'4ZEY_A: {path}: ' in result.skipped[0]
+  assert reason in result.skipped[0] and '\n' not in result.skipped[0]
+  assert any(path in record.getMessage() for record in caplog.records)
+
+
+def _revision_dates(text: str, *dates: str) -> bytes:
+  for old, new in zip(('2015-05-06', '2017-11-22', '2018-01-24'), dates):
+    text = text.replace(f' {old} \n', f' {new} \n')
+  return text.encode()
+
+
+def test_template_without_a_usable_release_date_is_skipped_under_a_cut_off(query73, hits73,
+                                                                           data_dir, tmp_path):
+  zey = _hit(hits73, '4ZEY_A')
+  path = _4zey_folder(data_dir, tmp_path, lambda text: _revision_dates(text, '?', '?', '?'))
+  assert mmcif.read(path).header.release_date is None
+  result = templates.template_features(query73, [zey], tmp_path, max_template_date='2030-01-01')
+  assert result.skipped == (f'hit No 3 4ZEY_A: {path} has no release date (the cut-off is '
+                            '2030-01-01)',)
+  kept = templates.template_features(query73, [zey], tmp_path)  # no cut-off: no date needed
+  assert list(kept.features['template_domain_names']) == [b'4zey_A']
+  _4zey_folder(data_dir, tmp_path, lambda text: _revision_dates(text, '2015-13-06', '.', '?'))
+  result = templates.template_features(query73, [zey], tmp_path, max_template_date='2030-01-01')
+  assert result.skipped == (f'hit No 3 4ZEY_A: {path}: release date 2015-13-06: not a date '
+                            '(YYYY-MM-DD): month must be in 1..12',)
+
+
+def test_parse_date_names_the_value_and_the_problem(query73, hits73, data_dir):
+  assert templates.parse_date('2021-11-01', 'x') == datetime.date(2021, 11, 1)
+  assert templates.parse_date(datetime.date(2021, 11, 1), 'x') == datetime.date(2021, 11, 1)
+  with pytest.raises(JaxfoldError, match=r'^--max-template-date 2021-13-01: not a date '
+                     r'\(YYYY-MM-DD\): month must be in 1\.\.12$'):
+    templates.parse_date('2021-13-01', '--max-template-date')
+  for text in ('20210101', '2021-1-01', '2021-W01-1', ''):
+    with pytest.raises(JaxfoldError, match=rf'^x {text}: not a date \(YYYY-MM-DD\)$'):
+      templates.parse_date(text, 'x')
+  with pytest.raises(JaxfoldError, match='^max_template_date 2021-02-30: not a date'):
+    templates.template_features(query73, hits73, data_dir / 'mmcif',
+                                max_template_date='2021-02-30')
+
+
+def test_hit_with_no_aligned_residue_pair_is_skipped(query73, hits73, data_dir):
+  crb = _hit(hits73, '2CRB_A')
+  gaps = dataclasses.replace(crb, query='-' * len(crb.query),
+                             indices_query=(-1,) * len(crb.indices_query))
+  result = templates.template_features(query73, [gaps], data_dir / 'mmcif')
+  assert result.skipped == ('hit No 2 2CRB_A: no query residue is aligned to a hit residue',)

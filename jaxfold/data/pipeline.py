@@ -91,7 +91,8 @@ def read_query(fasta_path: str | os.PathLike) -> tuple[str, str]:
     position = min(sequence.upper().index(letter) for letter in unknown)
     raise parsers.ParseError(
         f'{fasta_path}: unknown residue {sequence[position]!r} at position {position + 1} of '
-        f'{descriptions[0]!r} (use one of {"".join(rc.restypes_with_x)}; X for unknown)')
+        f'{parsers.excerpt(descriptions[0])} (use one of {"".join(rc.restypes_with_x)}; X for '
+        'unknown)')
   return sequence.upper(), descriptions[0]
 
 
@@ -102,14 +103,28 @@ def _label(source: str, name: str, value: AlignmentSource) -> str:
 
 def _read_msa(name: str, source: AlignmentSource, cap: int | None) -> parsers.Msa:
   if isinstance(source, bytes):
-    return parsers.parse_msa(source.decode('utf-8', 'replace').splitlines(True), name, cap)
+    return parsers.parse_msa(parsers.decode_text(source, name), name, cap)
   return parsers.read_msa(source, cap)
 
 
 def _read_hits(name: str, source: AlignmentSource) -> list[hhr.TemplateHit]:
   if isinstance(source, bytes):
-    return hhr.parse_hhr(source.decode('utf-8', 'replace'), name)
+    return hhr.parse_hhr(parsers.decode_text(source, name), name)
   return hhr.read_hhr(source)
+
+
+def _check_query_row(label: str, row: str, sequence: str, description: str) -> None:
+  """An alignment's first row must be the query, one column per residue: a gap in it ('-',
+  which A3M allows) would give the MSA more columns than the sequence features have."""
+  if row == sequence:
+    return
+  if row.replace('-', '') == sequence:
+    raise parsers.ParseError(
+        f'{label}: the query row has a gap at column {row.index("-") + 1} ({len(row)} columns '
+        f'for {len(sequence)} residues); the query must have no gap columns')
+  raise parsers.ParseError(
+      f'{label}: its first sequence is not the query {parsers.excerpt(description)} '
+      f'({len(row)} columns, the query has {len(sequence)} residues)')
 
 
 def assemble(sequence: str, description: str, alignments: Mapping[str, AlignmentSource],
@@ -126,19 +141,18 @@ def assemble(sequence: str, description: str, alignments: Mapping[str, Alignment
     absence of HHsearch output.
   source: names the alignments (their folder) in error messages.
   """
+  if max_template_date is not None:
+    max_template_date = templates.parse_date(max_template_date, 'max_template_date')
   selected = msa_features.select_alignments(alignments)
   if not selected:
-    raise FileNotFoundError(f'{source}: no alignment file; expected one of '
-                            f'{[stem for _, stems, _ in msa_features.ALIGNMENT_FILES for stem in stems]}'
-                            f' with a suffix in {list(parsers.ALIGNMENT_SUFFIXES)}')
+    stems = [stem for _, stems, _ in msa_features.ALIGNMENT_FILES for stem in stems]
+    raise FileNotFoundError(f'{source}: no alignment file; expected one of {stems} with a '
+                            f'suffix in {list(parsers.ALIGNMENT_SUFFIXES)}')
   msas = []
   for name, cap in selected:
     label = _label(source, name, alignments[name])
     msa = _read_msa(label, alignments[name], cap)
-    if msa.sequences[0].replace('-', '') != sequence:
-      raise parsers.ParseError(
-          f'{label}: its first sequence is not the query {description!r} '
-          f'({len(msa.sequences[0])} columns, the query has {len(sequence)} residues)')
+    _check_query_row(label, msa.sequences[0], sequence, description)
     msas.append(msa)
   features = msa_features.make_sequence_features(sequence, description, len(sequence))
   features.update(msa_features.make_msa_features(msas))
@@ -187,10 +201,11 @@ def training_example(chain_id: str, alignments: Mapping[str, AlignmentSource],
     raise JaxfoldError(f'{chain_id}: {structure.file_id}.cif has no protein chain {chain!r} '
                    f'(chains: {", ".join(structure.chains)})')
   found = structure.chains[chain]
-  cutoff = None if max_template_date is None else datetime.date.fromisoformat(
-      str(max_template_date))
+  cutoff = None if max_template_date is None else templates.parse_date(
+      max_template_date, 'max_template_date')
   if structure.header.release_date is not None:
-    released = datetime.date.fromisoformat(structure.header.release_date)
+    released = templates.parse_date(structure.header.release_date,
+                                    f'{structure.file_id}.cif: release date')
     cutoff = min(filter(None, (cutoff, released - TEMPLATE_RELEASE_GAP)))
   features, _ = assemble(found.sequence, chain_id, alignments, mmcif_dir,
                          max_template_date=cutoff, max_template_hits=max_template_hits,

@@ -14,7 +14,9 @@ AlphaFold's `templates.HhsearchHitFeaturizer`:
     runs kalign) and kept when >= 90 % of the shorter sequence is identical;
   * arginines whose NH1 is further from CD than NH2 get the two swapped (mislabelled atoms);
   * a template with fewer than 5 atoms over the aligned residues is dropped.
-A hit whose mmCIF file is missing or unreadable is skipped with a logged warning naming it.
+A hit whose mmCIF file is missing or unreadable (malformed, not UTF-8, a non-finite
+coordinate) is skipped with a logged warning naming it; with a date cut-off, a structure with
+no release date or an unreadable one is skipped too.
 
 Features, per template t and query residue i ('-' where the query residue is unaligned):
   template_aatype [T, N, 22] one-hot in HHblits order, template_all_atom_masks [T, N, 37],
@@ -36,6 +38,7 @@ import numpy as np
 from Bio.Align import PairwiseAligner, substitution_matrices
 
 from jaxfold.common import residue_constants as rc
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.data import hhr, mmcif
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ _MIN_REALIGN_IDENTITY = 0.9
 _MIN_TEMPLATE_ATOMS = 5
 # PDB ID (4 characters), '_', chain ID ('.' when unknown), at the start of a hit name.
 _HIT_NAME = re.compile(r'([a-zA-Z\d]{4})_([a-zA-Z0-9.]+)')
+_ISO_DATE = re.compile(r'[0-9]{4}-[0-9]{2}-[0-9]{2}')
 
 
 class SkipHit(Exception):
@@ -69,6 +73,21 @@ class TemplateFileError(SkipHit):
 class TemplateSearchResult:
   features: dict[str, np.ndarray]  # TEMPLATE_FEATURES keys, leading axis T
   skipped: tuple[str, ...]  # one line per hit not used: its name and the reason
+
+
+def parse_date(text: str | datetime.date, what: str) -> datetime.date:
+  """The date `text` ('YYYY-MM-DD'; a date passes through); `what` names it in the error:
+  JaxfoldError('--max-template-date 2021-13-01: not a date (YYYY-MM-DD): month must be in
+  1..12')."""
+  if isinstance(text, datetime.date):
+    return text
+  problem = ''
+  if isinstance(text, str) and _ISO_DATE.fullmatch(text):
+    try:
+      return datetime.date.fromisoformat(text)
+    except ValueError as e:
+      problem = f': {e}'
+  raise JaxfoldError(f'{what} {text}: not a date (YYYY-MM-DD){problem}')
 
 
 def empty_template_features(num_res: int) -> dict[str, np.ndarray]:
@@ -97,8 +116,8 @@ def query_to_hit_mapping(hit: hhr.TemplateHit, query_sequence: str) -> dict[int,
   HHsearch numbers the query as it was searched; the aligned query stretch is located in
   `query_sequence` so the mapping refers to the sequence being featurized.
   """
-  if not hit.query:
-    return {}
+  if not any(q >= 0 and t >= 0 for q, t in zip(hit.indices_query, hit.indices_hit)):
+    raise SkipHit('no query residue is aligned to a hit residue')
   offset = query_sequence.find(hit.query.replace('-', ''))
   if offset < 0:
     raise SkipHit(f'its aligned query residues {hit.query} are not in the query sequence')
@@ -197,6 +216,18 @@ def chain_atoms(chain: mmcif.MmcifChain,
   return positions, mask
 
 
+def _check_release(released: str | None, cutoff: datetime.date, path: pathlib.Path) -> None:
+  """Raises SkipHit unless the structure at `path` was released on or before `cutoff`."""
+  if released is None:
+    raise SkipHit(f'{path} has no release date (the cut-off is {cutoff})')
+  try:
+    date = parse_date(released, f'{path}: release date')
+  except JaxfoldError as e:
+    raise SkipHit(str(e)) from e
+  if date > cutoff:
+    raise SkipHit(f'released {released}, after the cut-off {cutoff}')
+
+
 def _hit_features(hit: hhr.TemplateHit, query_sequence: str, pdb_id: str, chain_id: str,
                   structure: mmcif.MmcifObject, zero_center: bool) -> dict[str, np.ndarray]:
   """One template's features (no leading T axis); raises SkipHit."""
@@ -248,16 +279,16 @@ def template_features(query_sequence: str, hits: Sequence[hhr.TemplateHit],
                       zero_center: bool = False) -> TemplateSearchResult:
   """Template features of the best `max_hits` usable hits; mmCIFs read from `mmcif_dir`.
 
-  `max_template_date` (ISO 'YYYY-MM-DD' or a date) drops structures released after it;
-  None keeps every date. AlphaFold's featurizer finds 20 hits (`max_hits`), of which the
+  `max_template_date` (ISO 'YYYY-MM-DD' or a date) drops structures released after it, and
+  those whose release date is unset or unreadable; None keeps every date. AlphaFold's featurizer finds 20 hits (`max_hits`), of which the
   model samples `max_templates` (4); it passes `max_subsequence_ratio=1.0`, which never
   drops a copy of the query. `zero_center` centres each template chain at the origin as
   OpenFold's pipeline does (the model's template features are translation-invariant).
   """
   if not query_sequence:
     raise ValueError('template_features: the query sequence is empty.')
-  if isinstance(max_template_date, str):
-    max_template_date = datetime.date.fromisoformat(max_template_date)
+  if max_template_date is not None:
+    max_template_date = parse_date(max_template_date, 'max_template_date')
   mmcif_dir = pathlib.Path(mmcif_dir)
   structures: dict[str, mmcif.MmcifObject] = {}
   found: list[Mapping[str, np.ndarray]] = []
@@ -268,19 +299,17 @@ def template_features(query_sequence: str, hits: Sequence[hhr.TemplateHit],
     try:
       pdb_id, chain_id = hit_pdb_id_and_chain(hit)
       _prefilter(hit, query_sequence, min_align_ratio, min_length, max_subsequence_ratio)
+      path = mmcif_dir / f'{pdb_id}.cif'
       if pdb_id not in structures:
-        path = mmcif_dir / f'{pdb_id}.cif'
         if not path.is_file():
           raise TemplateFileError(f'no mmCIF file {path}')
         try:
           structures[pdb_id] = mmcif.read(path)
-        except mmcif.MmcifError as e:
+        except (mmcif.MmcifError, OSError) as e:
           raise TemplateFileError(str(e)) from e
       structure = structures[pdb_id]
-      released = structure.header.release_date
-      if max_template_date is not None and (
-          released is None or datetime.date.fromisoformat(released) > max_template_date):
-        raise SkipHit(f'released {released}, after the cut-off {max_template_date}')
+      if max_template_date is not None:
+        _check_release(structure.header.release_date, max_template_date, path)
       found.append(_hit_features(hit, query_sequence, pdb_id, chain_id, structure,
                                  zero_center))
     except SkipHit as e:
