@@ -38,6 +38,23 @@ def _preset(name: str):
   return config.preset(name)
 
 
+def _weights_preset(path: str, preset_name: str | None):
+  """(preset, config) of weights at `path`: --preset, or what a jaxfold checkpoint records
+  (checked against each other); (None, None) where neither tells. Reads no parameters."""
+  from jaxfold.convert import formats  # pylint: disable=import-outside-toplevel
+  source = pathlib.Path(path)
+  if not source.exists():
+    raise FileNotFoundError(f'{source}: no such file or directory')
+  recorded = formats.checkpoint_preset(source) if source.is_dir() else None
+  if preset_name is None:
+    preset_name = recorded
+  if recorded is not None and recorded != preset_name:
+    raise ValueError(f'{source}: checkpoint holds preset {recorded!r}, not {preset_name!r}')
+  if preset_name is None and source.suffix.lower() == '.npz':
+    raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass --preset')
+  return preset_name, None if preset_name is None else _preset(preset_name)
+
+
 def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
                  trusted: bool = False, finite: bool = True):
   """(jaxfold params, preset, config) from any weight format, validated against the preset.
@@ -47,20 +64,10 @@ def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
   `finite` refuses NaN or inf parameters.
   """
   from jaxfold.convert import formats, schema  # pylint: disable=import-outside-toplevel
-  source = pathlib.Path(path)
-  if not source.exists():
-    raise FileNotFoundError(f'{source}: no such file or directory')
-  recorded = formats.checkpoint_preset(source) if source.is_dir() else None
-  if preset_name is None:
-    preset_name = recorded
-  if recorded is not None and recorded != preset_name:
-    raise ValueError(f'{source}: checkpoint holds preset {recorded!r}, not {preset_name!r}')
-  config = None if preset_name is None else _preset(preset_name)
-  if config is None and source.suffix.lower() == '.npz':
-    raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass --preset')
+  preset_name, config = _weights_preset(path, preset_name)
   # An OpenFold file without a preset is read anyway, so the error can name the preset it fits.
   tree, _ = formats.load_params(
-      source, expected=None if config is None else schema.parameter_shapes(config.model),
+      path, expected=None if config is None else schema.parameter_shapes(config.model),
       schema_name=f'preset {preset_name!r}', model_config=None if config is None else config.model,
       ema=ema, trusted=trusted, finite=finite)
   return tree, preset_name, config
@@ -242,10 +249,14 @@ def _predict(args: argparse.Namespace) -> None:
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   axes = sharding.parse_mesh(args.mesh) if args.mesh else ()
   mesh = inference.prediction_mesh(axes) if axes else None
-  progress(f'reading parameters {args.params}')
-  tree, preset_name, config = _load_params(args.params, args.preset)
+  preset_name, config = _weights_preset(args.params, args.preset)
+  if config is None:  # weights that do not say their model: this fails, naming what they fit
+    _load_params(args.params, None)
+  # The inputs are read and checked before the (slower) weights.
   num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
   batch = _prediction_batch(args, config, num_recycle, progress)
+  progress(f'reading parameters {args.params}')
+  tree, _, _ = _load_params(args.params, preset_name)
 
   def program(global_config):
     return inference.jit_prediction(inference.prediction_fn(
@@ -589,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
   source.add_argument('--features', help='raw features: the features.pkl AlphaFold or '
                                          '`jaxfold data features` writes')
   source.add_argument('--batch', help='processed features (.npz; layout: --batch-layout)')
+  predict.add_argument('--trust-pickle', action='store_true',
+                       help='unpickle --features without restriction (it can run code: only '
+                            'for files from a trusted source); by default only what a '
+                            'features.pkl holds (numpy arrays, numbers, strings) is read')
   _add_batch_layout_argument(predict)
   _add_alignment_arguments(predict, required=False)
   predict.add_argument('--max-msa-clusters', type=int,

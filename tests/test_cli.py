@@ -375,9 +375,14 @@ def test_weights_of_another_preset_fail(weights_npz, batch_npz, tmp_path, capsys
   found = schema.parameter_shapes(preset(PRESET).model)
   missing = sorted(wanted.keys() - found.keys())
   assert missing and not found.keys() - wanted.keys()
+  # The inputs are checked first: this template-free batch does not fit model_1_ptm either.
   line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out',
-                                             '--preset', 'model_1_ptm'), weights_npz)
-  assert "preset 'model_1_ptm'" in line
+                                             '--preset', 'model_1_ptm'), batch_npz)
+  assert 'missing features for this preset: template_aatype' in line
+  with pytest.raises(alphafold_npz.SchemaError) as caught:
+    cli._load_params(weights_npz, 'model_1_ptm')  # pylint: disable=protected-access
+  line = str(caught.value)
+  assert f"{weights_npz}" in line and "preset 'model_1_ptm'" in line
   assert f'{len(missing)} missing ({missing[0]}' in line
   assert all('template' in key for key in missing)
   assert 'unexpected' not in line and 'misshaped' not in line
