@@ -227,3 +227,21 @@ def test_unreadable_files_raise_naming_the_file(tmp_path):
                      match=f'^{tmp_path}/binary.sto: not UTF-8 text: byte 0xff at offset 2'):
     parsers.read_msa(tmp_path / 'binary.sto')
   assert issubclass(parsers.ParseError, ValueError)
+
+
+def test_text_that_is_not_utf8_names_the_file_and_the_byte_offset(tmp_path):
+  fasta = tmp_path / 'query.fasta'
+  fasta.write_bytes(b'\xef\xbb\xbf>q\nMKV\n')  # UTF-8 with a byte order mark reads as UTF-8
+  assert parsers.read_fasta(fasta) == (['MKV'], ['q'])
+  fasta.write_text('>q\nMKV\n', encoding='utf-16')
+  with pytest.raises(parsers.ParseError, match=(
+      f'^{fasta}: not UTF-8 text: byte 0xff at offset 0 \\(invalid start byte; the file is '
+      'UTF-16: save it as UTF-8\\)$')):
+    parsers.read_fasta(fasta)
+  cases = {'hits.a3m': (b'>q\nMKV\n>h\xe9\nMKV\n', 9),
+           'hits.sto': (b'# STOCKHOLM 1.0\nq MKV\nh\xe9 MKV\n//\n', 23)}  # read line by line
+  for name, (data, offset) in cases.items():
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(parsers.ParseError, match=(
+        f'^{tmp_path / name}: not UTF-8 text: byte 0xe9 at offset {offset} ')):
+      parsers.read_msa(tmp_path / name)

@@ -23,6 +23,7 @@ must be UTF-8 (ASCII in practice): other bytes are a `ParseError` naming the fil
 offset. Lines end at '\n' (a '\r' before it is ignored), so line numbers are the file's.
 """
 
+import codecs
 import dataclasses
 import os
 import pathlib
@@ -51,12 +52,17 @@ def excerpt(text: str, limit: int = 60) -> str:
 
 def decode_text(data: bytes, source: str, offset: int = 0) -> str:
   """`data` as UTF-8 text; else a ParseError naming `source` and the first bad byte's offset
-  in the file (`offset`: where `data` starts in it)."""
+  in the file (`offset`: where `data` starts in it). A byte order mark opening the file is
+  dropped (some editors write one)."""
+  if offset == 0 and data.startswith(codecs.BOM_UTF8):
+    data, offset = data[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
   try:
     return data.decode('utf-8')
   except UnicodeDecodeError as e:
+    utf16 = offset == 0 and data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     raise ParseError(f'{source}: not UTF-8 text: byte 0x{data[e.start]:02x} at offset '
-                     f'{offset + e.start} ({e.reason})') from e
+                     f'{offset + e.start} ({e.reason}'
+                     f'{"; the file is UTF-16: save it as UTF-8" if utf16 else ""})') from e
 
 
 def read_text(path: str | os.PathLike) -> str:
