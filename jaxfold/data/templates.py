@@ -280,10 +280,11 @@ def template_features(query_sequence: str, hits: Sequence[hhr.TemplateHit],
   """Template features of the best `max_hits` usable hits; mmCIFs read from `mmcif_dir`.
 
   `max_template_date` (ISO 'YYYY-MM-DD' or a date) drops structures released after it, and
-  those whose release date is unset or unreadable; None keeps every date. AlphaFold's featurizer finds 20 hits (`max_hits`), of which the
-  model samples `max_templates` (4); it passes `max_subsequence_ratio=1.0`, which never
-  drops a copy of the query. `zero_center` centres each template chain at the origin as
-  OpenFold's pipeline does (the model's template features are translation-invariant).
+  those whose release date is unset or unreadable; None keeps every date. AlphaFold's
+  featurizer finds 20 hits (`max_hits`), of which the model samples `max_templates` (4); it
+  passes `max_subsequence_ratio=1.0`, which never drops a copy of the query. `zero_center`
+  centres each template chain at the origin as OpenFold's pipeline does (the model's template
+  features are translation-invariant).
   """
   if not query_sequence:
     raise ValueError('template_features: the query sequence is empty.')
