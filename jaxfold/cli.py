@@ -167,24 +167,17 @@ def _read_batch(path: str, layout: str = 'alphafold') -> dict[str, np.ndarray]:
   return batch
 
 
-def _read_features(path: str) -> dict[str, np.ndarray]:
-  """AlphaFold's raw feature dict (`features.pkl`, a pickle: read only files you trust)."""
-  source = pathlib.Path(path)
-  if not source.is_file():
-    raise FileNotFoundError(f'{source}: no such file')
-  try:
-    with open(source, 'rb') as f:
-      features = pickle.load(f)
-  except Exception as e:  # unpickling fails in many ways; all mean an unreadable file
-    raise ValueError(f'{source}: not a readable features pickle ({type(e).__name__}: {e})') from e
-  if not isinstance(features, dict) or 'aatype' not in features:
-    raise ValueError(f'{source}: expected a dict of raw features with \'aatype\'')
-  return features
+def _check_template_date(args: argparse.Namespace) -> None:
+  """A --max-template-date that is no date fails before any file is read, naming the flag."""
+  from jaxfold.data import templates  # pylint: disable=import-outside-toplevel
+  if args.max_template_date is not None:
+    templates.parse_date(args.max_template_date, '--max-template-date')
 
 
 def _raw_features(args: argparse.Namespace, progress: '_Progress'):
   """Raw features of --fasta / --msa-dir / --mmcif-dir, skipped templates reported."""
   from jaxfold.data import pipeline  # pylint: disable=import-outside-toplevel
+  _check_template_date(args)
   progress(f'reading {args.fasta}, alignments in {args.msa_dir}'
            + (f', templates from {args.mmcif_dir}' if args.mmcif_dir else ''))
   made = pipeline.raw_features(args.fasta, args.msa_dir, args.mmcif_dir,
@@ -215,7 +208,9 @@ def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
     return model_features(_read_batch(args.batch, args.batch_layout), config.model, args.batch)
   from jaxfold.data import processing  # pylint: disable=import-outside-toplevel
   if args.features:
-    raw, source = _read_features(args.features), args.features
+    from jaxfold.data import raw_features  # pylint: disable=import-outside-toplevel
+    raw = raw_features.read_features(args.features, trusted=args.trust_pickle)
+    source = args.features
   else:
     raw, source = _raw_features(args, progress), args.fasta
   batch = processing.process_features(raw, _data_config(config, args), mode='eval',
@@ -381,6 +376,7 @@ def _data_build(args: argparse.Namespace) -> None:
                args.chains):
     if path is not None and not os.path.exists(path):
       raise FileNotFoundError(f'{path}: no such file or directory')
+  _check_template_date(args)
   chains = None
   if args.chains:
     chains = [line.strip() for line in pathlib.Path(args.chains).read_text().splitlines()

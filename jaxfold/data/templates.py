@@ -217,13 +217,14 @@ def chain_atoms(chain: mmcif.MmcifChain,
 
 
 def _check_release(released: str | None, cutoff: datetime.date, path: pathlib.Path) -> None:
-  """Raises SkipHit unless the structure at `path` was released on or before `cutoff`."""
+  """Raises SkipHit unless the structure at `path` was released on or before `cutoff`; a
+  file without a readable release date is a TemplateFileError (warned about)."""
   if released is None:
-    raise SkipHit(f'{path} has no release date (the cut-off is {cutoff})')
+    raise TemplateFileError(f'{path} has no release date (the cut-off is {cutoff})')
   try:
     date = parse_date(released, f'{path}: release date')
   except JaxfoldError as e:
-    raise SkipHit(str(e)) from e
+    raise TemplateFileError(str(e)) from e
   if date > cutoff:
     raise SkipHit(f'released {released}, after the cut-off {cutoff}')
 
