@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from jaxfold.common import protein as protein_lib
+from jaxfold.common.errors import JaxfoldError
 
 ALIGNMENT_SUFFIXES = ('.a3m', '.sto', '.hhr')
 # A predicted structure's file in a structures folder, by preference: `<chain>.pdb`, then the
@@ -45,7 +46,7 @@ _LENGTH_WEIGHT_MIN = 256
 _LENGTH_WEIGHT_MAX = 512
 
 
-class OpenProteinSetError(ValueError):
+class OpenProteinSetError(JaxfoldError):
   """A file or entry of the OpenProteinSet / OpenFold layout is missing or malformed."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from jaxfold.common import residue_constants as rc
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.data import crop as crop_lib
 from jaxfold.data import transforms
 from jaxfold.data.transforms import Features, MaskedMsaProbs
@@ -92,7 +93,7 @@ class TrainingDataConfig:
   clamp_prob: float = 0.9
 
 
-class RawFeatureError(ValueError):
+class RawFeatureError(JaxfoldError):
   """A raw feature dict lacks a key or holds an array of the wrong shape."""
 
 

@@ -49,8 +49,8 @@ def _query(chain_id: str, files: Mapping[str, bytes]) -> tuple[str, str]:
   if not selected:
     raise FileNotFoundError(f'chain {chain_id}: no alignment file among {sorted(files)}')
   name = selected[0][0]
-  msa = parsers.parse_msa(files[name].decode('utf-8', 'replace').splitlines(True),
-                          f'{chain_id}/{name}', 1)
+  source = f'{chain_id}/{name}'
+  msa = parsers.parse_msa(parsers.decode_text(files[name], source).splitlines(True), source, 1)
   return msa.sequences[0].replace('-', ''), name
 
 
