@@ -9,19 +9,25 @@ Layout of a checkpoint directory:
 The tree is jaxfold's (DESIGN.md, "Parameter tree"), so its names are AlphaFold's and the same
 schemas (`alphafold_npz.check_schema`) validate it. Arrays are saved as host numpy arrays, so a
 checkpoint carries no device or sharding layout and reads back on any machine as numpy.
+
+`quiet_orbax` is here too: the training checkpoints (jaxfold.train.checkpoints) call it as well.
 """
 
 from collections.abc import Mapping
 import json
+import logging
 import os
 import pathlib
 import shutil
+import sys
+import traceback
 from typing import Any
 import uuid
 
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxfold.common.errors import JaxfoldError
 from jaxfold.convert import alphafold_npz
 
 FORMAT = 'jaxfold'
@@ -59,8 +65,9 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping, *, preset: str,
   Raises:
     FileExistsError: `path` exists (and `overwrite` is False, or it is not a checkpoint).
     FileNotFoundError: the directory that would hold `path` does not exist.
-    ValueError: an empty tree, a leaf that is not an array or has an unsupported dtype, keys
-      that are not AlphaFold names, an empty preset, or metadata that JSON cannot hold.
+    JaxfoldError (a ValueError): an empty tree, a leaf that is not an array or has an
+      unsupported dtype, keys that are not AlphaFold names, an empty preset, or metadata that
+      JSON cannot hold.
   """
   path = pathlib.Path(path).absolute()
   if os.path.lexists(path) and not (overwrite and is_checkpoint(path)):
@@ -68,7 +75,7 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping, *, preset: str,
               if overwrite else 'pass overwrite=True to replace it')
     raise FileExistsError(f'{path}: already exists; {reason}')
   if not isinstance(preset, str) or not preset:
-    raise ValueError(f'{path}: preset must be a non-empty string, got {preset!r}')
+    raise JaxfoldError(f'{path}: preset must be a non-empty string, got {preset!r}')
   flat = alphafold_npz.host_arrays(params, str(path))
   document = {'format': FORMAT, 'version': VERSION, 'preset': preset, 'tensors': len(flat),
               'parameters': int(sum(array.size for array in flat.values())),
@@ -76,10 +83,11 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping, *, preset: str,
   try:
     document_text = json.dumps(document, indent=2, sort_keys=True)
   except (TypeError, ValueError) as error:
-    raise ValueError(f'{path}: metadata cannot be written as JSON ({error})') from error
+    raise JaxfoldError(f'{path}: metadata cannot be written as JSON ({error})') from error
 
   if not path.parent.is_dir():
     raise FileNotFoundError(f'{path}: its directory {path.parent} does not exist')
+  quiet_orbax()
   temporary = _sibling(path, 'tmp')
   os.mkdir(temporary, 0o777)  # mode as for any new directory: the umask applies
   try:
@@ -109,27 +117,28 @@ def read_checkpoint(path: str | os.PathLike,
 
   Raises:
     FileNotFoundError: nothing at `path`.
-    ValueError: `path` is not a jaxfold checkpoint directory, was written by a newer jaxfold,
-      or its orbax data is damaged.
+    JaxfoldError: `path` is not a jaxfold checkpoint directory, was written by a newer
+      jaxfold, or its orbax data is damaged.
     SchemaError: the tensors differ from `expected` or have an unsupported dtype.
   """
+  quiet_orbax()
   path = pathlib.Path(path).absolute()
   document = read_document(path)
   params_dir = path / PARAMS_DIR
   if not params_dir.is_dir():
-    raise ValueError(f'{path}: damaged jaxfold checkpoint: no {PARAMS_DIR}/ directory')
+    raise JaxfoldError(f'{path}: damaged jaxfold checkpoint: no {PARAMS_DIR}/ directory')
   with ocp.StandardCheckpointer() as checkpointer:
     try:
       stored = checkpointer.metadata(params_dir).item_metadata
       # orbax answers None, not an error, when its metadata files are missing or damaged.
       if stored is None:
-        raise ValueError('orbax finds no parameter metadata')
+        raise JaxfoldError('orbax finds no parameter metadata')
       flat = alphafold_npz.flat_keys(stored.tree)
       shapes = {key: tuple(leaf.shape) for key, leaf in flat.items()}
       dtypes = {key: np.dtype(leaf.dtype) for key, leaf in flat.items()}
     except Exception as error:  # orbax raises many kinds on a damaged directory; report one.
-      raise ValueError(f'{path}: damaged jaxfold checkpoint: cannot read its parameter '
-                       f'metadata ({_one_line(error)})') from error
+      raise JaxfoldError(f'{path}: damaged jaxfold checkpoint: cannot read its parameter '
+                         f'metadata ({one_line(error)})') from error
     # With no schema given, the checkpoint is its own: only the dtypes can then be wrong.
     alphafold_npz.check_schema(shapes, shapes if expected is None else expected, str(path),
                                flat_dtypes=dtypes, schema_name=schema_name)
@@ -139,8 +148,8 @@ def read_checkpoint(path: str | os.PathLike,
     try:
       restored = checkpointer.restore(params_dir, target)
     except Exception as error:  # as above: one clear error for any damage orbax meets
-      raise ValueError(f'{path}: damaged jaxfold checkpoint: cannot restore the parameters '
-                       f'({_one_line(error)})') from error
+      raise JaxfoldError(f'{path}: damaged jaxfold checkpoint: cannot restore the parameters '
+                         f'({one_line(error)})') from error
   params = alphafold_npz.unflatten(
       {key: np.asarray(value) for key, value in alphafold_npz.flat_keys(restored).items()},
       str(path))
@@ -152,34 +161,102 @@ def read_document(path: str | os.PathLike) -> dict:
 
   Raises:
     FileNotFoundError: nothing at `path`.
-    ValueError: `path` is not a jaxfold checkpoint, or one written by a newer jaxfold.
+    JaxfoldError: `path` is not a jaxfold checkpoint, or one written by a newer jaxfold.
   """
   path = pathlib.Path(path)
   if not os.path.lexists(path):
     raise FileNotFoundError(f'{path}: no such jaxfold checkpoint directory')
   if not path.is_dir():
-    raise ValueError(f'{path}: is a file, not a jaxfold checkpoint directory')
+    raise JaxfoldError(f'{path}: is a file, not a jaxfold checkpoint directory')
   document_path = path / METADATA_FILE
   if not document_path.is_file():
-    raise ValueError(f'{path}: not a jaxfold checkpoint (no {METADATA_FILE} inside)')
+    raise JaxfoldError(f'{path}: not a jaxfold checkpoint (no {METADATA_FILE} inside)')
   try:
     document = json.loads(document_path.read_text())
   except (OSError, ValueError) as error:
-    raise ValueError(f'{document_path}: unreadable checkpoint description ({error})') from error
+    raise JaxfoldError(f'{document_path}: unreadable checkpoint description ({error})'
+                       ) from error
   if not isinstance(document, dict) or document.get('format') != FORMAT:
-    raise ValueError(f'{document_path}: not a jaxfold checkpoint description (format is not '
-                     f'{FORMAT!r})')
+    raise JaxfoldError(f'{document_path}: not a jaxfold checkpoint description (format is not '
+                       f'{FORMAT!r})')
   version = document.get('version')
   if not isinstance(version, int) or not 1 <= version <= VERSION:
-    raise ValueError(f'{document_path}: checkpoint format version {version!r}; this jaxfold '
-                     f'reads versions 1..{VERSION}')
+    raise JaxfoldError(f'{document_path}: checkpoint format version {version!r}; this jaxfold '
+                       f'reads versions 1..{VERSION}')
   if not isinstance(document.get('preset'), str):
-    raise ValueError(f'{document_path}: no preset name')
+    raise JaxfoldError(f'{document_path}: no preset name')
   return document
 
 
-def _one_line(error: Exception) -> str:
-  """An exception as `Type: message` on one line (tensorstore's messages span several)."""
+def quiet_orbax() -> None:
+  """Keeps orbax's background noise off stderr, so that a failure is told once, by jaxfold.
+
+  Orbax logs each failed background write (absl, ERROR, with its traceback, from several of
+  its threads) and then raises it to the caller, who reports it. And a failed read abandons
+  the reads still in flight, in an event loop orbax then closes: those finishing later on
+  tensorstore's threads find the loop closed (`RuntimeError: Event loop is closed`, printed
+  as an unraisable exception), those that failed too are logged by asyncio when collected
+  ('Future exception was never retrieved'), and those never finished raise when the
+  interpreter closes them at exit (unraisable again): often hundreds of tracebacks. All are
+  dropped here (jaxfold runs no asyncio code of its own: abandoned asyncio work is orbax's);
+  every other log record and unraisable exception goes where it went before. Installs once;
+  calling it again is cheap.
+  """
+  for name, noise in (('absl', _ORBAX_ERRORS), ('asyncio', _ABANDONED_FUTURES)):
+    library = logging.getLogger(name)
+    if noise not in library.filters:
+      library.addFilter(noise)
+  if not getattr(sys.unraisablehook, 'drops_abandoned_orbax_work', False):
+    sys.unraisablehook = _drop_abandoned_orbax_work(sys.unraisablehook)
+
+
+_ORBAX_SOURCE = f'{os.sep}orbax{os.sep}checkpoint{os.sep}'
+
+
+class _OrbaxErrors(logging.Filter):
+  """Drops orbax's ERROR records: each failure they describe reaches its caller as well."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR or _ORBAX_SOURCE not in record.pathname
+
+
+class _AbandonedFutures(logging.Filter):
+  """Drops asyncio's reports of futures and tasks collected unfinished or unread."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith('Task was destroyed but it is pending')
+                or message.split('\n', 1)[0].endswith('exception was never retrieved'))
+
+
+_ORBAX_ERRORS = _OrbaxErrors()
+_ABANDONED_FUTURES = _AbandonedFutures()
+
+
+def _drop_abandoned_orbax_work(previous: Any) -> Any:
+  """An unraisable hook that drops what the work a failed orbax call abandoned raises (see
+  `quiet_orbax`), passing everything else to `previous`."""
+
+  def hook(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    late_callback = (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+                     and any(frame.name == 'call_soon_threadsafe'
+                             for frame in traceback.extract_tb(unraisable.exc_traceback)))
+    code = getattr(unraisable.object, 'cr_code', None)  # a coroutine closed unfinished
+    closed_read = code is not None and _ORBAX_SOURCE in code.co_filename
+    if not (late_callback or closed_read):
+      previous(unraisable)
+
+  hook.drops_abandoned_orbax_work = True
+  return hook
+
+
+def one_line(error: BaseException) -> str:
+  """The innermost cause of `error` as `Type: message` on one line: orbax wraps tensorstore's
+  error (which names the file and what is wrong with it) in one of its own that quotes a whole
+  TensorStore spec, over many lines."""
+  while error.__cause__ is not None:
+    error = error.__cause__
   return f'{type(error).__name__}: ' + ' '.join(str(error).split())
 
 
