@@ -86,7 +86,7 @@ def test_openfold_source_without_preset_names_the_one_it_fits(reduced_ptm, tmp_p
   assert _listing(tmp_path) == []
 
 
-def test_damaged_and_missing_sources_fail_before_writing(tmp_path, capsys):
+def test_damaged_and_missing_sources_fail_before_writing(tmp_path, capsys, shared_dir):
   truncated = tmp_path / 'in' / 'truncated.pt'
   truncated.parent.mkdir()
   openfold_pt.write_openfold({'a.weight': np.ones((4, 4), np.float32)}, truncated)
@@ -97,9 +97,12 @@ def test_damaged_and_missing_sources_fail_before_writing(tmp_path, capsys):
                        truncated)
   assert 'not a readable PyTorch file, truncated or damaged' in line
   assert_fails(capsys, ['convert', tmp_path / 'absent.pt', out / 'x.npz'], 'absent.pt')
-  # predict reads --params through the same loader.
+  # predict reads --params through the same loader (after its inputs, which are good here).
+  features = shared_dir / 'data' / 'features' / 'alphafold_feature_dict.pickle'
   line = assert_fails(capsys, ['predict', '--params', truncated, '--preset', 'model_1_ptm',
-                                '--batch', truncated, '--output', out / 'prediction'], truncated)
+                                '--features', features, '--max-msa-clusters', '8',
+                                '--max-extra-msa', '16', '--output', out / 'prediction'],
+                      truncated)
   assert 'not a readable PyTorch file' in line
   assert _listing(out) == []
 
