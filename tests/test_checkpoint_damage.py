@@ -137,18 +137,24 @@ def test_what_unfinished_saves_left_is_removed_at_the_next_start(run, caplog):
       '8.orbax-checkpoint-tmp-1712345678)']
 
 
-@pytest.fixture
-def disk_full(monkeypatch):
-  """Every background write of a TrainState fails as on a full disk, after orbax has begun."""
-  original = ocp.StandardCheckpointHandler.async_save
+def failing_like_a_full_disk(async_save):
+  """`StandardCheckpointHandler.async_save` whose background write fails as on a full disk,
+  once orbax has begun it (test_train_cli.py runs `jaxfold train` with it too)."""
 
   async def failing(self, directory, *args, **kwargs):
-    futures = await original(self, directory, *args, **kwargs)
+    futures = await async_save(self, directory, *args, **kwargs)
     failed = concurrent.futures.Future()
     failed.set_exception(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory)))
     return [*(futures or []), failed]
 
-  monkeypatch.setattr(ocp.StandardCheckpointHandler, 'async_save', failing)
+  return failing
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+  """Every background write of a TrainState fails."""
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, 'async_save',
+                      failing_like_a_full_disk(ocp.StandardCheckpointHandler.async_save))
 
 
 def test_a_failed_background_save_stops_at_the_next_check_and_leaves_nothing(

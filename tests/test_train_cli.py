@@ -1,6 +1,8 @@
 """`jaxfold train` as a user runs it: the tiny config on a mini OpenProteinSet built from
 ../shared/data, what the run leaves in its workdir, resumption after SIGTERM and after kill -9
-(bit-identical to an uninterrupted run), exporting the trained weights, and bad input.
+(bit-identical to an uninterrupted run), exporting the trained weights, and bad input: a start
+that fails leaves the workdir as it was, a damaged newest checkpoint gives way to the one before
+(still bit-identical), and a checkpoint that fails to save stops the run in one line.
 
 The runs are subprocesses sharing one XLA compilation cache, so only the first compiles the
 training step (~2-3 minutes on 2 cores); the others start in about a minute. The resumption
@@ -11,6 +13,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +24,7 @@ import jax
 import numpy as np
 import pytest
 
+from cli_checks import assert_fails
 from jaxfold import cli
 from jaxfold.convert import alphafold_npz
 from jaxfold.data import training_set
@@ -256,3 +260,102 @@ def test_analyze_trajectory_of_the_run_agrees_with_its_validation(uninterrupted,
                              atol=2e-3)
   for name in ('accuracy', 'dimensions', 'secondary_structure', 'contacts'):
     assert (tmp_path / f'{name}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def _truncate_largest_array_file(step_dir):
+  path = max((step_dir / 'state').rglob('d/*'), key=lambda path: path.stat().st_size)
+  path.write_bytes(path.read_bytes()[:1000])
+
+
+def test_exporting_a_damaged_checkpoint_is_one_line(uninterrupted, environment, tmp_path):
+  """None of the reads orbax abandons print after it, as they did until the process exited."""
+  step = tmp_path / 'run' / 'checkpoints' / str(STEPS)
+  shutil.copytree(uninterrupted / 'checkpoints' / str(STEPS), step)
+  shutil.copy(uninterrupted / checkpoints.CONFIG_FILE, tmp_path / 'run')
+  _truncate_largest_array_file(step)
+  done = subprocess.run([sys.executable, '-m', 'jaxfold.cli', '--quiet', 'convert', str(step),
+                         str(tmp_path / 'out.npz')],
+                        env=environment, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 2
+  assert done.stderr.startswith(f'jaxfold: error: {step}: cannot read the checkpoint: '
+                                'ValueError: OUT_OF_RANGE: Error reading ')
+  assert len(done.stderr.splitlines()) == 1 and not (tmp_path / 'out.npz').exists()
+
+
+def test_a_damaged_newest_checkpoint_gives_way_to_the_one_before(uninterrupted, dataset,
+                                                                 environment, tmp_path):
+  workdir = tmp_path / 'damaged'
+  shutil.copytree(uninterrupted, workdir)
+  folder = workdir / 'checkpoints'
+  steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+  newest, before = steps[-1], steps[-2]
+  _truncate_largest_array_file(folder / str(newest))
+  (folder / f'{STEPS + 2}.orbax-checkpoint-tmp' / 'state').mkdir(parents=True)  # a killed save
+
+  done = _train(workdir, dataset, environment, validate_every=VALIDATE_EVERY)
+  warnings = [line for line in done.stderr.splitlines() if line.startswith('jaxfold: ')]
+  assert len(warnings) == 2, warnings
+  assert warnings[0] == (f'jaxfold: warning: {folder}: removed what unfinished saves left '
+                         f'({STEPS + 2}.orbax-checkpoint-tmp)')
+  assert warnings[1].startswith(f'jaxfold: warning: {folder / str(newest)}: cannot be read back '
+                                '(ValueError: OUT_OF_RANGE: ')
+  assert warnings[1].endswith(f'); moved to {newest}.damaged, resuming from step {before}')
+  assert f'resuming from {folder / str(before)}' in done.stderr
+  assert 'Traceback' not in done.stderr
+  assert (folder / f'{newest}.damaged').is_dir()
+  # The steps after `before` computed again are the uninterrupted run's, bit for bit.
+  ours, reference = _leaves(_state(workdir, STEPS)), _leaves(_state(uninterrupted, STEPS))
+  assert ours.keys() == reference.keys()
+  for key, value in ours.items():
+    np.testing.assert_array_equal(value, reference[key], err_msg=key)
+  assert [(l['step'], l['loss']) for l in _train_lines(workdir)] == [
+      (l['step'], l['loss']) for l in _train_lines(uninterrupted)]
+
+
+def test_a_start_that_fails_on_bad_input_leaves_the_workdir_as_it_was(dataset, environment,
+                                                                      tmp_path, capsys):
+  """Before, a failed start wrote config.json, and the rerun with the flag corrected then
+  failed: 'holds a run with another config'."""
+  workdir = tmp_path / 'run'
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  garbage = tmp_path / 'weights.npz'
+  garbage.write_bytes(b'not an npz')
+  for flags, names in ((['--data', empty], empty),
+                       (['--data', dataset, '--init', garbage], garbage)):
+    assert_fails(capsys, ['train', '--config', TINY, '--workdir', workdir, *flags], names)
+    assert not workdir.exists()
+  done = subprocess.run([*_command(workdir, dataset, validate=False), '--steps', '2'],
+                        env=environment, capture_output=True, text=True, timeout=1500)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert _logged_step(workdir) == 2
+
+
+# `jaxfold train` whose every background write of a TrainState fails as on a full disk.
+_DISK_FULL = f"""
+import sys
+import orbax.checkpoint as ocp
+sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+from test_checkpoint_damage import failing_like_a_full_disk
+from jaxfold import cli
+ocp.StandardCheckpointHandler.async_save = failing_like_a_full_disk(
+    ocp.StandardCheckpointHandler.async_save)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_checkpoint_that_fails_to_save_stops_the_run_in_one_line(dataset, environment,
+                                                                   tmp_path):
+  workdir = tmp_path / 'run'
+  command = _command(workdir, dataset, validate=False)
+  done = subprocess.run([sys.executable, '-c', _DISK_FULL, '--quiet', *command[3:]],
+                        env=environment, capture_output=True, text=True, timeout=1500)
+  assert done.returncode == 2
+  folder = workdir / 'checkpoints'
+  assert done.stderr.splitlines() == [
+      f'jaxfold: error: {folder / "2"}: the checkpoint of step 2 was not saved: OSError: '
+      f"[Errno 28] No space left on device: '{folder / '2.orbax-checkpoint-tmp'}"
+      "/state.orbax-checkpoint-tmp'"]
+  # Stopped by the next save at the latest (step 4), not at the end; nothing half-written.
+  assert 2 <= _logged_step(workdir) <= 4 < STEPS
+  assert os.listdir(folder) == []

@@ -5,20 +5,22 @@ A workdir holds one run:
   config.json           the whole TrainConfig (a rerun must match it, except `steps` and
                         the mesh and layout it runs on)
   checkpoints/<step>/   orbax: TrainState and the data iterator's position
+  checkpoints/<step>.damaged/  a step that did not read back, set aside when the run resumed
   tensorboard/          event files (train; validation/), no TensorFlow needed
   metrics.jsonl         every logged scalar, one JSON line per step
   predictions/<chain>/  kept validation structures by step, and the truth
   loss_curves.png       drawn when the run stops
   compilation_cache/    XLA's compiled steps, so a resumed run starts quickly
 
-Running the same command again continues from the latest checkpoint: the state (parameters,
-EMA, Adam's moments, RNG, step) and the data position are restored exactly, and every later
-step computes what the uninterrupted run would have, bit for bit. SIGTERM or SIGINT stop
+Running the same command again continues from the latest checkpoint that reads back: the state
+(parameters, EMA, Adam's moments, RNG, step) and the data position are restored exactly, and
+every later step computes what the uninterrupted run would have, bit for bit. SIGTERM or SIGINT stop
 the run after the current step with a checkpoint written. The workdir may be on Cloud Storage
 (gs://BUCKET/RUN, with the `tpu` extra): on a pod every host writes its part of each
 checkpoint there.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -131,6 +133,12 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
           progress: Callable[[str], None] = lambda message: None) -> RunSummary:
   """Trains until `config.steps` (resuming the run in `workdir` if there is one).
 
+  Every input is read and checked before anything is written into `workdir` (the config
+  against a run already there, the data sources, the validation chains, the `init` weights
+  of a new run), so a start that fails on bad input leaves the workdir as it was. A newest
+  checkpoint that does not read back is set aside, with a warning, for the one before it; a
+  checkpoint that fails to save stops the run at the next step (`checkpoints.Checkpoints`).
+
   Args:
     config: the run's config (a rerun must pass the same; `steps`, the mesh and the layout
       may change).
@@ -138,98 +146,118 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
     init: parameters to start a new run from (ignored when resuming).
     quiet: no progress bar.
     progress: receives one-line stage messages.
+
+  Raises:
+    JaxfoldError: bad input (the config, a data source, the `init` weights), or a run whose
+      checkpoints all fail to read back.
+    OSError: a checkpoint or another file of the run could not be written.
   """
-  mesh = sharding.make_mesh(config.mesh, config.sharding)  # a bad mesh leaves nothing behind
+  mesh = sharding.make_mesh(config.mesh, config.sharding)
   rules = sharding.LAYOUTS[config.sharding]
   sharding.micro_batch_size(config.micro_batch_size, config.global_batch_size, mesh, rules)
-  workdir = run_path(workdir)  # a local directory, or gs://BUCKET/... shared by all hosts
-  workdir.mkdir(parents=True, exist_ok=True)
-  primary = jax.process_index() == 0
-  _check_workdir_config(workdir, config, write=primary)
-  _enable_compilation_cache(workdir)
   if config.global_batch_size % jax.process_count():
     raise config_lib.ConfigError(f'global_batch_size {config.global_batch_size} does not split '
                                  f'over {jax.process_count()} processes')
-
+  workdir = run_path(workdir)  # a local directory, or gs://BUCKET/... shared by all hosts
+  primary = jax.process_index() == 0
+  _check_workdir_config(workdir, config, write=False)
   tx = optimizer.adam(config.optimizer)
   progress(f'mesh {sharding.describe(mesh, config.sharding)}')
   shapes = jax.eval_shape(lambda: state_lib.create(
       state_lib.init_params(config.model, jax.random.key(0)), tx, config.seed))
   state_shardings = sharding.state_shardings(shapes, mesh, rules, tx)
-  checkpoints = checkpoints_lib.Checkpoints(workdir, config.keep_checkpoints)
-  latest = checkpoints.latest_step()
-  if latest is None:
-    progress('initialising parameters' + (f' from {init}' if init else ''))
-    params = initial_params(config, init, state_shardings.params)
-    state = jax.jit(lambda params: state_lib.create(params, tx, config.seed),
-                    out_shardings=state_shardings)(params)
-  else:
-    if init is not None:
-      logger.warning('resuming %s at step %d; --init %s is not read', workdir, latest, init)
-    progress(f'resuming from {workdir / checkpoints_lib.CHECKPOINTS_DIR / str(latest)}')
-    state, data_state = checkpoints.restore(latest, sharding.abstract(shapes, state_shardings))
-
-  dataset = training_set.mixed_batches(
+  dataset = training_set.mixed_batches(  # a source that holds no built dataset fails here
       config.data, config.model.data, seed=config.seed, train_config=config.crop,
       num_recycle=config.max_num_recycle,
       batch_size=config.global_batch_size // jax.process_count())
-  batches = loader.make_iterator(dataset, worker_count=config.data_workers)
-  if latest is not None:
-    batches.set_state(data_state)
+  chains, keep = _validation_chains(config, progress)
+  params = None
+  if init is not None and not (workdir / checkpoints_lib.CHECKPOINTS_DIR).exists():
+    progress(f'initialising parameters from {init}')
+    params = initial_params(config, init, state_shardings.params)
 
-  chains, keep = [], []
-  if config.validation.data:
-    v = config.validation
-    progress(f'reading validation chains from {v.data}')
-    chains = validation.load_validation_set(v.data, v.split, config.model,
-                                            num_recycle=v.num_recycle, seed=config.seed,
-                                            max_chains=v.max_chains, max_length=v.max_length)
-    keep = list(v.keep) or [chains[0].name]
+  # Only now is anything written.
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir_config(workdir, config, write=primary)
+  _enable_compilation_cache(workdir)
+  with contextlib.ExitStack() as stack:
+    checkpoints = stack.enter_context(
+        checkpoints_lib.Checkpoints(workdir, config.keep_checkpoints))
+    restored = checkpoints.restore_latest(sharding.abstract(shapes, state_shardings))
+    if restored is None:
+      if params is None:
+        progress('initialising parameters' + (f' from {init}' if init else ''))
+        params = initial_params(config, init, state_shardings.params)
+      state = jax.jit(lambda params: state_lib.create(params, tx, config.seed),
+                      out_shardings=state_shardings)(params)
+    else:
+      latest, state, data_state = restored
+      if init is not None:
+        logger.warning('resuming %s at step %d; --init %s is not read', workdir, latest, init)
+      progress(f'resuming from {checkpoints.directory / str(latest)}')
 
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  train_step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
-  first = int(state.step)
-  writer = summaries.SummaryWriter(workdir, resume_step=first) if primary else None
-  bar = summaries.Progress(config.steps, resume_step=first, disable=quiet or not primary)
-  progress(f'training from step {first} to {config.steps}; the first step compiles')
-  step, saved, stopped_by = first, first, None
-  with _StopSignal() as stop:
-    while step < config.steps and stop.received is None:
-      start = time.perf_counter()
-      state, metrics = train_step(state, sharding.global_batch(next(batches), batch_sharding))
-      step += 1
-      if step % config.log_every == 0 or step == config.steps:
-        metrics = _host(metrics)
-        metrics['examples_per_second'] = config.global_batch_size / (time.perf_counter() - start)
-        if writer:
-          writer.scalars(step, metrics)
-        bar.update(step, metrics['loss'], metrics['examples_per_second'])
-      scores = None
-      if chains and (step % config.validation.every == 0 or step == config.steps):
-        result = validation.evaluate(state.ema_params, config.model.model, chains, config.loss,
-                                     num_recycle=config.validation.num_recycle,
-                                     global_config=step_lib.global_config(config), mesh=mesh)
-        scores = result.mean
-        if primary:
-          validation.write_predictions(result, workdir, step, keep)
-          writer.scalars(step, scores, split='validation')
-      if scores or step % config.checkpoint_every == 0 or step == config.steps:
-        checkpoints.save(step, state, batches.get_state(), scores)
-        saved = step
-        if writer:
-          writer.flush()
-    stopped_by = stop.received
-    if step != saved:
-      checkpoints.save(step, state, batches.get_state())
-    checkpoints.wait()
-  bar.close()
-  checkpoints.close()
-  if writer:
-    writer.close()
-    if step > first or (workdir / 'metrics.jsonl').exists():
-      summaries.plot_loss_curves(workdir / 'metrics.jsonl', workdir / PNG_FILE)
+    batches = loader.make_iterator(dataset, worker_count=config.data_workers)
+    if restored is not None:
+      batches.set_state(data_state)
+    batch_sharding = sharding.batch_sharding(mesh, rules)
+    train_step = step_lib.jit_train_step(config, tx, mesh, state_shardings)
+    first = int(state.step)
+    writer = summaries.SummaryWriter(workdir, resume_step=first) if primary else None
+    if writer:
+      stack.callback(writer.close)
+    bar = summaries.Progress(config.steps, resume_step=first, disable=quiet or not primary)
+    stack.callback(bar.close)
+    progress(f'training from step {first} to {config.steps}; the first step compiles')
+    step, saved, stopped_by = first, first, None
+    with _StopSignal() as stop:
+      while step < config.steps and stop.received is None:
+        checkpoints.check()  # a save that failed in the background stops the run here
+        start = time.perf_counter()
+        state, metrics = train_step(state, sharding.global_batch(next(batches), batch_sharding))
+        step += 1
+        if step % config.log_every == 0 or step == config.steps:
+          metrics = _host(metrics)
+          metrics['examples_per_second'] = (config.global_batch_size
+                                            / (time.perf_counter() - start))
+          if writer:
+            writer.scalars(step, metrics)
+          bar.update(step, metrics['loss'], metrics['examples_per_second'])
+        scores = None
+        if chains and (step % config.validation.every == 0 or step == config.steps):
+          result = validation.evaluate(state.ema_params, config.model.model, chains,
+                                       config.loss, num_recycle=config.validation.num_recycle,
+                                       global_config=step_lib.global_config(config), mesh=mesh)
+          scores = result.mean
+          if primary:
+            validation.write_predictions(result, workdir, step, keep)
+            writer.scalars(step, scores, split='validation')
+        if scores or step % config.checkpoint_every == 0 or step == config.steps:
+          checkpoints.save(step, state, batches.get_state(), scores)
+          saved = step
+          if writer:
+            writer.flush()
+      stopped_by = stop.received
+      if step != saved:
+        checkpoints.save(step, state, batches.get_state())
+      checkpoints.wait()
+  if writer and (step > first or (workdir / 'metrics.jsonl').exists()):
+    summaries.plot_loss_curves(workdir / 'metrics.jsonl', workdir / PNG_FILE)
   if stopped_by:
     progress(f'stopped by {stopped_by} at step {step}; checkpoint saved; run the same command '
              'to resume')
   return RunSummary(step=step, stopped_by=stopped_by, skipped_steps=int(state.skipped_steps),
                     workdir=str(workdir))
+
+
+def _validation_chains(config: config_lib.TrainConfig,
+                       progress: Callable[[str], None]) -> tuple[list, list[str]]:
+  """The validation chains (none without `validation.data`) and the names of those whose
+  predicted structures are kept."""
+  if not config.validation.data:
+    return [], []
+  v = config.validation
+  progress(f'reading validation chains from {v.data}')
+  chains = validation.load_validation_set(v.data, v.split, config.model,
+                                          num_recycle=v.num_recycle, seed=config.seed,
+                                          max_chains=v.max_chains, max_length=v.max_length)
+  return chains, list(v.keep) or [chains[0].name]
