@@ -303,7 +303,6 @@ def test_failed_checkpoint_write_leaves_nothing_behind(tmp_path, monkeypatch, fl
 
 # After a failed read, tensorstore's pending callbacks find orbax's event loop closed and
 # print a traceback from a background thread; the read itself raised as it should.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_damaged_or_foreign_checkpoint_directories_are_named(tmp_path, flat):
   plain = tmp_path / 'plain'
   plain.mkdir()

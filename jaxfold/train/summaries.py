@@ -19,6 +19,7 @@ from etils import epath
 from matplotlib.figure import Figure
 
 from jaxfold.common.atomic_file import atomic_write, is_remote, run_path
+from jaxfold.common.errors import described_os_error
 
 
 def _import_tensorboardx():
@@ -98,8 +99,11 @@ class SummaryWriter:
     line = json.dumps(record, allow_nan=False) + '\n'
     if self._remote_lines is None:
       # One write of one whole line: a crash leaves at most a torn last line.
-      with open(self.metrics_path, 'a', encoding='utf-8') as f:
-        f.write(line)
+      try:
+        with open(self.metrics_path, 'a', encoding='utf-8') as f:
+          f.write(line)
+      except OSError as e:  # a full disk names no file
+        raise described_os_error(e, self.metrics_path) from e
     else:
       self._remote_lines.append(line)
       if time.monotonic() - self._uploaded > REMOTE_LOG_UPLOAD_S:
