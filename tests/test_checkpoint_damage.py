@@ -90,6 +90,7 @@ def _assert_equal_trees(got: dict, want: dict) -> None:
 
 @pytest.mark.parametrize('damage', DAMAGE)
 def test_a_damaged_newest_step_gives_way_to_the_one_before(run, damage, caplog):
+  caplog.set_level(logging.WARNING)  # whatever level an earlier `jaxfold --quiet` left
   folder = run / checkpoints_lib.CHECKPOINTS_DIR
   DAMAGE[damage](folder / '4')
   with checkpoints_lib.Checkpoints(run, keep=3) as checkpoints:
@@ -126,6 +127,7 @@ def test_an_empty_run_has_nothing_to_restore(tmp_path):
 
 
 def test_what_unfinished_saves_left_is_removed_at_the_next_start(run, caplog):
+  caplog.set_level(logging.WARNING)
   folder = run / checkpoints_lib.CHECKPOINTS_DIR
   for name in ('6.orbax-checkpoint-tmp', '8.orbax-checkpoint-tmp-1712345678'):
     (folder / name / 'state').mkdir(parents=True)
@@ -159,6 +161,7 @@ def disk_full(monkeypatch):
 
 def test_a_failed_background_save_stops_at_the_next_check_and_leaves_nothing(
     tmp_path, disk_full, caplog):
+  caplog.set_level(logging.WARNING)
   folder = tmp_path / checkpoints_lib.CHECKPOINTS_DIR
   with checkpoints_lib.Checkpoints(tmp_path, keep=3) as checkpoints:
     checkpoints.save(2, _state(2), _data_state(2))
