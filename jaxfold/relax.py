@@ -382,11 +382,14 @@ def _residue_b_factors(prot: protein.Protein) -> np.ndarray:
 def _labelled(pdb_text: str, topology: Any, prot: protein.Protein) -> str:
   """`pdb_text`, written by OpenMM from `topology` (a residue of it per residue of `prot`),
   with each atom's and TER record's chain ID (column 22) that of its residue in `prot`, and
-  each atom's B-factor (columns 61-66) its residue's (`_residue_b_factors`)."""
+  each atom's B-factor (columns 61-66) its residue's (`_residue_b_factors`); without OpenMM's
+  dated REMARK, so that a repeatable relaxation gives the same text on another day."""
   b_factors = _residue_b_factors(prot)
   residues = iter([atom.residue.index for atom in topology.atoms()])
   lines = []
   for line in pdb_text.splitlines(keepends=True):
+    if line.startswith('REMARK   1 CREATED WITH OPENMM'):
+      continue
     if line.startswith(('ATOM  ', 'HETATM', 'TER')):
       if not line.startswith('TER'):
         residue = next(residues)
