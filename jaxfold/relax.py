@@ -192,15 +192,18 @@ def _check_relaxable(prot: protein.Protein, config: RelaxConfig) -> None:
     return ', '.join(f'{protein.PDB_CHAIN_IDS[prot.chain_index[i]]}{prot.residue_index[i]}'
                      for i in positions[:10]) + (' ...' if len(positions) > 10 else '')
 
-  present = np.delete(prot.atom_mask > 0.5, _OXT, axis=1)
-  foreign = present & ~np.delete(protein.ideal_atom_mask(prot) > 0, _OXT, axis=1)
+  segments = _segments(prot)
+  piece_ends = np.append(segments[1:] != segments[:-1], True)
+  foreign = (np.delete(prot.atom_mask > 0.5, _OXT, axis=1) &
+             ~np.delete(protein.ideal_atom_mask(prot) > 0, _OXT, axis=1)).any(axis=-1)
+  foreign |= (prot.atom_mask[:, _OXT] > 0.5) & ~piece_ends
   problems = {
       'unknown residue type (UNK): Amber has templates for the 20 standard amino acids only':
           np.flatnonzero(prot.aatype >= rc.restype_num),
       'no atom': np.flatnonzero(prot.atom_mask.sum(axis=-1) == 0),
-      'an atom its residue type does not have': np.flatnonzero(foreign.any(axis=-1)),
+      'an atom its residue type does not have there (OXT only ends a chain)':
+          np.flatnonzero(foreign),
   }
-  segments = _segments(prot)
   _, first, counts = np.unique(segments, return_index=True, return_counts=True)
   problems['a chain, or piece of chain between gaps in the residue numbers, of one residue, '
            'which Amber cannot be both N- and C-terminus of'] = first[counts == 1]

@@ -273,10 +273,17 @@ def _with_foreign_atom(prot):
   return _edited(prot, atom_mask=mask)
 
 
+def _with_oxt_inside(prot):
+  mask = prot.atom_mask.copy()
+  mask[5, rc.atom_order['OXT']] = 1
+  return _edited(prot, atom_mask=mask)
+
+
 @pytest.mark.parametrize('make_bad, config, message', [
     (_with_unk, relax.RelaxConfig(), 'residue A4 (chain, number): unknown residue type'),
     (_with_lone_chain, relax.RelaxConfig(), 'residue B29 (chain, number): a chain, or piece'),
-    (_with_foreign_atom, relax.RelaxConfig(), 'an atom its residue type does not have'),
+    (_with_foreign_atom, relax.RelaxConfig(), 'residue A4 (chain, number): an atom its'),
+    (_with_oxt_inside, relax.RelaxConfig(), 'residue A6 (chain, number): an atom its'),
     (lambda prot: prot, relax.RelaxConfig(exclude_residues=(0, 29)),
      'exclude_residues [29] are outside 0..28'),
 ])
