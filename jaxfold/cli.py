@@ -10,6 +10,7 @@ import logging
 import os
 import pathlib
 import pickle
+import re
 import sys
 import time
 import traceback
@@ -38,38 +39,65 @@ def _preset(name: str):
   return config.preset(name)
 
 
-def _weights_preset(path: str, preset_name: str | None):
-  """(preset, config) of weights at `path`: --preset, or what a jaxfold checkpoint records
-  (checked against each other); (None, None) where neither tells. Reads no parameters."""
+_NAMED_NPZ = re.compile(r'params_(\w+)\.npz')  # AlphaFold's file names: params_model_1_ptm.npz
+
+
+def _weights_config(path: str, preset_name: str | None):
+  """(preset, whole model configuration) of weights at `path`, reading no parameters: what a
+  jaxfold checkpoint or a training run records (a trained ablation's own configuration), else
+  --preset's, else the preset an AlphaFold file's name `params_<preset>.npz` gives; (None,
+  None) when nothing tells (an OpenFold file without --preset)."""
   from jaxfold.convert import formats  # pylint: disable=import-outside-toplevel
+  from jaxfold.model.config import PRESETS  # pylint: disable=import-outside-toplevel
   source = pathlib.Path(path)
   if not source.exists():
     raise FileNotFoundError(f'{source}: no such file or directory')
-  recorded = formats.checkpoint_preset(source) if source.is_dir() else None
-  if preset_name is None:
-    preset_name = recorded
-  if recorded is not None and recorded != preset_name:
+  if _training_checkpoint(path):
+    from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
+    run = checkpoints.run_config(path)
+    recorded, config = run.preset, run.model
+  elif source.is_dir():
+    recorded, config = formats.checkpoint_config(source)
+  else:
+    named = _NAMED_NPZ.fullmatch(source.name)
+    if preset_name is None and named and named.group(1) in PRESETS:
+      preset_name = named.group(1)
+    if preset_name is None and source.suffix.lower() == '.npz':
+      raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass '
+                       '--preset (or name it params_<preset>.npz, as AlphaFold does)')
+    return preset_name, None if preset_name is None else _preset(preset_name)
+  if preset_name is not None and preset_name != recorded:
     raise ValueError(f'{source}: checkpoint holds preset {recorded!r}, not {preset_name!r}')
-  if preset_name is None and source.suffix.lower() == '.npz':
-    raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass --preset')
-  return preset_name, None if preset_name is None else _preset(preset_name)
+  return recorded, config
 
 
 def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
                  trusted: bool = False, finite: bool = True):
-  """(jaxfold params, preset, config) from any weight format, validated against the preset.
+  """(jaxfold params, preset, whole model configuration) from any weights: an AlphaFold .npz,
+  an OpenFold .pt/.ckpt, a jaxfold checkpoint or a training run's step (`_weights_config`),
+  checked against that configuration's parameter shapes.
 
-  The schema is the preset's (given, or recorded in a jaxfold checkpoint); an AlphaFold .npz
-  and an OpenFold .pt/.ckpt need --preset. `ema` and `trusted` apply to OpenFold files;
-  `finite` refuses NaN or inf parameters.
+  `ema`: of an OpenFold Lightning file or a training step, the averaged (default, where
+  present) or the trained weights. `trusted` lets torch unpickle anything in an OpenFold
+  file; `finite` refuses NaN or inf parameters.
   """
-  from jaxfold.convert import formats, schema  # pylint: disable=import-outside-toplevel
-  preset_name, config = _weights_preset(path, preset_name)
-  # An OpenFold file without a preset is read anyway, so the error can name the preset it fits.
-  tree, _ = formats.load_params(
-      path, expected=None if config is None else schema.parameter_shapes(config.model),
-      schema_name=f'preset {preset_name!r}', model_config=None if config is None else config.model,
-      ema=ema, trusted=trusted, finite=finite)
+  from jaxfold.convert import alphafold_npz, formats, schema  # pylint: disable=import-outside-toplevel
+  preset_name, config = _weights_config(path, preset_name)
+  expected = None if config is None else schema.parameter_shapes(config.model)
+  if not _training_checkpoint(path):
+    # An OpenFold file without a preset is read anyway, so the error names the preset it fits.
+    tree, _ = formats.load_params(
+        path, expected=expected, schema_name=f'preset {preset_name!r}',
+        model_config=None if config is None else config.model, ema=ema, trusted=trusted,
+        finite=finite)
+    return tree, preset_name, config
+  from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
+  tree = checkpoints.read_params(path, ema=ema is not False)
+  flat = alphafold_npz.flat_keys(tree)
+  alphafold_npz.check_schema({key: value.shape for key, value in flat.items()}, expected,
+                             str(path), schema_name='the run\'s model configuration')
+  if finite:
+    alphafold_npz.check_finite(tree, str(path))
   return tree, preset_name, config
 
 
@@ -80,37 +108,27 @@ def _convert(args: argparse.Namespace) -> None:
   _check_parent(args.dst)
   progress = _Progress(args.quiet)
   progress(f'reading {args.src}')
-  training = _training_checkpoint(args.src)
-  if training:
-    tree, preset_name, model_config = _training_params(args.src, args.ema, args.preset)
-  else:
-    tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
-                                             trusted=args.trust_pickle, finite=False)
-    model_config = config.model
+  tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
+                                           trusted=args.trust_pickle, finite=False)
   non_finite = alphafold_npz.first_non_finite(tree)
   if non_finite:  # converted bit for bit all the same: the file is the user's to judge
     logging.warning('%s: parameter %s holds %s non-finite values (NaN or inf); converting them '
                     'as they are', args.src, non_finite[0], f'{non_finite[1]:,}')
+  if config != _preset(preset_name) and not formats.records_config(args.dst):
+    logging.warning('%s: the model is not preset %s as it stands, and %s cannot record its '
+                    'configuration; convert to a jaxfold checkpoint (a directory) to predict '
+                    'with it', args.src, preset_name, args.dst)
   arrays = alphafold_npz.flat_keys(tree)
   progress(f'{len(arrays)} tensors, {sum(a.size for a in arrays.values()):,} parameters fit '
            f'{preset_name}; writing {args.dst}')
   formats.save_params(tree, args.dst, preset=preset_name, overwrite=args.overwrite,
-                      model_config=model_config)
+                      config=config)
   progress('done')
 
 
 def _training_checkpoint(path: str) -> bool:
   from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
   return checkpoints.is_training_checkpoint(path)
-
-
-def _training_params(path: str, ema: bool | None, preset_name: str | None):
-  """(params, preset, model config) of a training checkpoint step: EMA unless ema is False."""
-  from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
-  run = checkpoints.run_config(path)
-  if preset_name is not None and preset_name != run.preset:
-    raise ValueError(f'{path}: the run trained preset {run.preset!r}, not {preset_name!r}')
-  return checkpoints.read_params(path, ema=ema is not False), run.preset, run.model.model
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -222,6 +240,17 @@ def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
   return batch
 
 
+def _batch_recycling(batch: dict[str, np.ndarray], asked: int | None, source: str) -> int:
+  """The recycling iterations a processed batch holds (its slices less one); --num-recycle
+  must agree, never clamp silently."""
+  slices = batch['aatype'].shape[0]
+  if asked is not None and asked != slices - 1:
+    raise JaxfoldError(f'{source}: holds {slices} recycling slices, so {slices - 1} recycling '
+                       f'iterations; --num-recycle {asked} disagrees (omit it, or make a batch '
+                       f'with {asked + 1} slices)')
+  return slices - 1
+
+
 def _predict(args: argparse.Namespace) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from jaxfold import inference, memory_plan, prediction_outputs  # pylint: disable=import-outside-toplevel
@@ -244,12 +273,14 @@ def _predict(args: argparse.Namespace) -> None:
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   axes = sharding.parse_mesh(args.mesh) if args.mesh else ()
   mesh = inference.prediction_mesh(axes) if axes else None
-  preset_name, config = _weights_preset(args.params, args.preset)
+  preset_name, config = _weights_config(args.params, args.preset)
   if config is None:  # weights that do not say their model: this fails, naming what they fit
     _load_params(args.params, None)
   # The inputs are read and checked before the (slower) weights.
   num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
   batch = _prediction_batch(args, config, num_recycle, progress)
+  if args.batch:  # a processed batch fixes the iterations: one per slice, as in AlphaFold
+    num_recycle = _batch_recycling(batch, args.num_recycle, args.batch)
   progress(f'reading parameters {args.params}')
   tree, _, _ = _load_params(args.params, preset_name)
 
@@ -610,7 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='seed of MSA sampling and masking (--fasta / --features; default 0)')
   predict.add_argument('--output', required=True, help='output directory')
   predict.add_argument('--name', help='structure name in file names (default: input file stem)')
-  predict.add_argument('--num-recycle', type=int, help='recycling iterations (default: preset)')
+  predict.add_argument('--num-recycle', type=int,
+                       help='recycling iterations (default: the model\'s; a --batch holds its '
+                            'own, one per slice, which this must then equal)')
   predict.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
                        help='compute precision (default float32)')
   predict.add_argument('--subbatch-size', type=int, default=4,

@@ -389,11 +389,17 @@ def test_weights_of_another_preset_fail(weights_npz, batch_npz, tmp_path, capsys
   assert _listing(tmp_path) == []
 
 
-def test_npz_without_preset_fails(weights_npz, batch_npz, tmp_path, capsys):
-  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out'),
-                       weights_npz)
-  assert '--preset' in line
-  assert _listing(tmp_path) == []
+def test_npz_without_preset_fails_unless_named_as_alphafold_names_it(weights_npz, batch_npz,
+                                                                     tmp_path, capsys):
+  renamed = tmp_path / 'weights.npz'
+  renamed.symlink_to(weights_npz)
+  line = assert_fails(capsys, _predict_argv(renamed, batch_npz, tmp_path / 'out'), renamed)
+  assert '--preset' in line and 'params_<preset>.npz' in line
+  assert _listing(tmp_path) == ['weights.npz']
+  # params_model_3_ptm.npz says its preset: what fails now is the recycling count asked.
+  line = assert_fails(capsys, _predict_argv(weights_npz, batch_npz, tmp_path / 'out',
+                                             '--num-recycle', '5'), batch_npz)
+  assert '--num-recycle 5 disagrees' in line
 
 
 def test_checkpoint_with_another_preset_fails(checkpoint_dir, batch_npz, tmp_path, capsys):

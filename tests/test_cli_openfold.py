@@ -18,9 +18,11 @@ import pytest
 
 from cli_checks import assert_fails
 from jaxfold import cli
+from jaxfold.convert import formats
 from jaxfold.convert import openfold_keys
 from jaxfold.convert import openfold_pt
 from jaxfold.model.config import preset, reduced
+from jaxfold.parity import openfold_fixture
 
 
 def _listing(directory: pathlib.Path) -> list[str]:
@@ -196,3 +198,37 @@ def test_parity_alphafold_on_an_openfold_batch(shared_dir, capsys):
   print(out)
   assert status == 0, out
   assert 'jaxfold vs AlphaFold (live): model_1_ptm, 48 residues, 1 recycling iterations' in out
+
+
+def test_a_checkpoint_of_an_ablation_predicts_openfolds_batch_with_its_own_recycling(
+    shared_dir, tmp_path, capsys):
+  """OpenFold's small fixture (model_1_ptm with narrower channels: no preset) converted to a
+  jaxfold checkpoint recording its configuration predicts with no --preset and no
+  --num-recycle: as many iterations as the batch has slices, OpenFold's recorded result."""
+  fixture = openfold_fixture.load_fixture(shared_dir / 'fixtures' / 'openfold' / 'small')
+  config = openfold_fixture.fixture_config(fixture.manifest)
+  tree = openfold_keys.from_openfold(openfold_fixture.fixture_weights(fixture.manifest),
+                                     config.model, 'small')
+  checkpoint = tmp_path / 'small_checkpoint'
+  formats.save_params(tree, checkpoint, preset='model_1_ptm', config=config)
+  assert formats.checkpoint_config(checkpoint) == ('model_1_ptm', config)
+  inputs = fixture.path / 'inputs.npz'
+  argv = ['predict', '--params', checkpoint, '--batch', inputs, '--batch-layout', 'openfold',
+          '--output', tmp_path / 'out', '--name', 'small']
+  line = assert_fails(capsys, argv + ['--num-recycle', '3'], inputs)
+  assert 'holds 2 recycling slices, so 1 recycling iterations; --num-recycle 3 disagrees' in line
+  status = cli.main([str(arg) for arg in argv])
+  _, err = capsys.readouterr()
+  assert status == 0, err
+  assert 'predicting small: 73 residues, model_1_ptm, 1 recycling iterations' in err
+  mask = fixture.output('final/final_atom_mask')[..., None]
+  with np.load(tmp_path / 'out' / 'outputs.npz') as ours:
+    measured = {
+        'final_atom_positions': np.abs(ours['final_atom_positions'] * mask
+                                       - fixture.output('final/final_atom_positions') * mask),
+        'plddt': np.abs(ours['plddt'] - fixture.output('final/plddt')),
+        'ptm': np.abs(ours['ptm'] - fixture.output('final/ptm_score'))}
+  print('\npredict (jaxfold checkpoint of OpenFold small, its batch) vs OpenFold, max |Δ|: '
+        + ', '.join(f'{name} {value.max():.2e}' for name, value in measured.items()))
+  for name, value in measured.items():
+    assert value.max() <= openfold_fixture.END_TO_END[name], name

@@ -25,9 +25,11 @@ import numpy as np
 import pytest
 
 from cli_checks import assert_fails
-from jaxfold import cli
+from jaxfold import cli, inference
 from jaxfold.convert import alphafold_npz
 from jaxfold.data import training_set
+from jaxfold.model.alphafold import AlphaFold
+from jaxfold.model.global_config import GlobalConfig
 from jaxfold.train import checkpoints, summaries
 
 TINY = str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'train' / 'tiny.py')
@@ -359,3 +361,35 @@ def test_a_checkpoint_that_fails_to_save_stops_the_run_in_one_line(dataset, envi
   # Stopped by the next save at the latest (step 4), not at the end; nothing half-written.
   assert 2 <= _logged_step(workdir) <= 4 < STEPS
   assert os.listdir(folder) == []
+
+
+def test_a_trained_step_predicts_without_a_preset_as_the_model_does_in_python(
+    uninterrupted, shared_dir, tmp_path, capsys):
+  """The tiny config is no preset: its training step, and the jaxfold checkpoint `convert`
+  makes of it, carry the run's configuration, so `predict` needs no --preset."""
+  step = uninterrupted / 'checkpoints' / str(STEPS)
+  converted = tmp_path / 'tiny_checkpoint'
+  assert cli.main(['--quiet', 'convert', str(step), str(converted)]) == 0
+  features = shared_dir / 'data' / 'features' / 'alphafold_feature_dict.pickle'
+  argv = ['--features', str(features), '--max-msa-clusters', '16', '--max-extra-msa', '32']
+  predicted = {}
+  for params in (step, converted):
+    out = tmp_path / f'from_{params.name}'
+    status = cli.main(['predict', '--params', str(params), *argv, '--output', str(out),
+                       '--name', 'q', '--subbatch-size', '0', '--pair-chunk-size', '0'])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert 'predicting q: 73 residues, model_3_ptm, 1 recycling iterations' in err
+    with np.load(out / 'outputs.npz') as outputs:
+      predicted[params.name] = outputs['final_atom_positions']
+  np.testing.assert_array_equal(predicted[step.name], predicted[converted.name])
+
+  run = checkpoints.run_config(step)
+  args = cli.build_parser().parse_args(['predict', '--params', 'unused', '--output', 'unused',
+                                        *argv])
+  batch = cli._prediction_batch(args, run.model, 1, lambda _: None)  # pylint: disable=protected-access
+  model = AlphaFold(run.model.model, GlobalConfig())  # in one piece, as predicted above
+  outputs = jax.jit(inference.prediction_fn(model, 1))(checkpoints.read_params(step), batch)
+  positions = np.asarray(outputs['structure_module']['final_atom_positions'])
+  mask = batch['atom37_atom_exists'][0][..., None]
+  np.testing.assert_allclose(predicted[step.name] * mask, positions * mask, atol=1e-4)

@@ -3,9 +3,11 @@
 Layout of a checkpoint directory:
 
   <path>/jaxfold.json   {'format': 'jaxfold', 'version': 1, 'preset': ..., 'tensors': ...,
-                         'parameters': ..., 'metadata': {...caller's...}}
+                         'parameters': ..., 'config': {...}, 'metadata': {...caller's...}}
   <path>/params/        the parameter tree, saved by orbax's StandardCheckpointer
 
+'config' is the whole model configuration (`AlphaFoldConfig` as a dict) where it is not
+the preset's own, e.g. a trained ablation; `read_config` gives it back, or the preset's.
 The tree is jaxfold's (DESIGN.md, "Parameter tree"), so its names are AlphaFold's and the same
 schemas (`alphafold_npz.check_schema`) validate it. Arrays are saved as host numpy arrays, so a
 checkpoint carries no device or sharding layout and reads back on any machine as numpy.
@@ -14,6 +16,7 @@ checkpoint carries no device or sharding layout and reads back on any machine as
 """
 
 from collections.abc import Mapping
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +32,7 @@ import orbax.checkpoint as ocp
 
 from jaxfold.common.errors import JaxfoldError
 from jaxfold.convert import alphafold_npz
+from jaxfold.model import config as config_lib
 
 FORMAT = 'jaxfold'
 VERSION = 1
@@ -48,7 +52,8 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def save_checkpoint(path: str | os.PathLike, params: Mapping, *, preset: str,
-                    metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
+                    metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
+                    config: config_lib.AlphaFoldConfig | None = None) -> None:
   """Saves a jaxfold parameter tree as a checkpoint directory, atomically.
 
   Everything is written into a temporary directory beside `path`, which is renamed to `path`
@@ -61,6 +66,7 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping, *, preset: str,
     preset: the model preset the parameters belong to, e.g. 'model_1_ptm'.
     metadata: more JSON-serialisable facts to keep with the checkpoint (e.g. its source).
     overwrite: replace an existing jaxfold checkpoint at `path` (never anything else).
+    config: the model's whole configuration, recorded where it differs from `preset`'s.
 
   Raises:
     FileExistsError: `path` exists (and `overwrite` is False, or it is not a checkpoint).
@@ -80,6 +86,8 @@ def save_checkpoint(path: str | os.PathLike, params: Mapping, *, preset: str,
   document = {'format': FORMAT, 'version': VERSION, 'preset': preset, 'tensors': len(flat),
               'parameters': int(sum(array.size for array in flat.values())),
               'metadata': dict(metadata or {})}
+  if config is not None and config != _preset_config(preset):
+    document['config'] = dataclasses.asdict(config)
   try:
     document_text = json.dumps(document, indent=2, sort_keys=True)
   except (TypeError, ValueError) as error:
@@ -154,6 +162,33 @@ def read_checkpoint(path: str | os.PathLike,
       {key: np.asarray(value) for key, value in alphafold_npz.flat_keys(restored).items()},
       str(path))
   return params, document
+
+
+def read_config(path: str | os.PathLike) -> tuple[str, config_lib.AlphaFoldConfig]:
+  """(preset, whole model configuration) of a checkpoint: the configuration it records, else
+  its preset's. Reads no parameters.
+
+  Raises:
+    FileNotFoundError / JaxfoldError: as `read_document`; also a recorded configuration this
+      jaxfold cannot build, or a preset it does not know, without a recorded configuration.
+  """
+  document = read_document(path)
+  recorded = document.get('config')
+  if recorded is None:
+    config = _preset_config(document['preset'])
+    if config is None:
+      raise JaxfoldError(f'{path}: preset {document["preset"]!r} is not one this jaxfold knows, '
+                         'and the checkpoint records no configuration')
+    return document['preset'], config
+  try:
+    return document['preset'], config_lib.from_dict(config_lib.AlphaFoldConfig, recorded)
+  except (TypeError, ValueError, AttributeError) as error:
+    raise JaxfoldError(f'{path}: its recorded model configuration does not fit this jaxfold '
+                       f'({error})') from error
+
+
+def _preset_config(name: str) -> config_lib.AlphaFoldConfig | None:
+  return config_lib.preset(name) if name in config_lib.PRESETS else None
 
 
 def read_document(path: str | os.PathLike) -> dict:

@@ -81,9 +81,22 @@ def checkpoint_preset(path: str | os.PathLike) -> str:
   return checkpoint.read_document(path)['preset']
 
 
+def checkpoint_config(path: str | os.PathLike) -> tuple[str, config_lib.AlphaFoldConfig]:
+  """(preset, whole model configuration) a jaxfold checkpoint records (`checkpoint.read_config`)."""
+  return checkpoint.read_config(path)
+
+
+def records_config(path: str | os.PathLike) -> bool:
+  """Whether weights saved at `path` keep the model configuration: a jaxfold checkpoint does;
+  AlphaFold's .npz and OpenFold's files cannot."""
+  path = pathlib.Path(path)
+  return not (path.suffix.lower() == '.npz' or openfold_pt.is_openfold_path(path))
+
+
 def save_params(tree: Mapping, path: str | os.PathLike, *, preset: str,
                 metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
-                model_config: config_lib.ModelConfig | None = None) -> None:
+                model_config: config_lib.ModelConfig | None = None,
+                config: config_lib.AlphaFoldConfig | None = None) -> None:
   """Writes parameters as an AlphaFold .npz, an OpenFold .pt or a jaxfold checkpoint, atomically.
 
   Args:
@@ -94,7 +107,9 @@ def save_params(tree: Mapping, path: str | os.PathLike, *, preset: str,
     preset: the model preset, e.g. 'model_1_ptm'.
     metadata: JSON-serialisable facts kept in a checkpoint (e.g. the file it came from).
     overwrite: replace an existing file or jaxfold checkpoint at `path`.
-    model_config: the network, for OpenFold's key names; default: `preset`'s.
+    model_config: the network, for OpenFold's key names; default: `config`'s, else `preset`'s.
+    config: the whole model configuration; a jaxfold checkpoint records it (the other formats
+      cannot: a model that is not its preset's predicts from a jaxfold checkpoint only).
 
   Raises:
     FileExistsError: `path` exists and `overwrite` is False.
@@ -103,17 +118,17 @@ def save_params(tree: Mapping, path: str | os.PathLike, *, preset: str,
     TorchMissingError: an OpenFold path, and torch is not installed.
   """
   path = pathlib.Path(path)
-  is_openfold = openfold_pt.is_openfold_path(path)
-  if not is_openfold and path.suffix.lower() != '.npz':
-    checkpoint.save_checkpoint(path, tree, preset=preset, metadata=metadata, overwrite=overwrite)
+  if records_config(path):
+    checkpoint.save_checkpoint(path, tree, preset=preset, metadata=metadata, overwrite=overwrite,
+                               config=config)
     return
   if os.path.lexists(path) and not (overwrite and path.is_file()):
     raise FileExistsError(f'{path}: already exists; pass overwrite=True to replace it'
                           if not overwrite else f'{path}: already exists and is not a file')
-  if not is_openfold:
+  if not openfold_pt.is_openfold_path(path):
     alphafold_npz.write_npz(tree, path)
     return
-  model_config = model_config or config_lib.preset(preset).model
+  model_config = model_config or (config or config_lib.preset(preset)).model
   openfold_pt.write_openfold(openfold_keys.to_openfold(tree, model_config), path)
 
 

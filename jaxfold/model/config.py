@@ -6,10 +6,14 @@ recycling slices), `model` the network. Field names and defaults are AlphaFold's
 config; each preset is that base with the differences of Jumper et al. (2021) Suppl.
 Table 5 (AlphaFold's `CONFIG_DIFFS`), applied by `preset(name)`.
 
-Everything is a frozen dataclass: derive variants with `replace(config, {'a.b.c': v})`.
+Everything is a frozen dataclass: derive variants with `replace(config, {'a.b.c': v})`;
+`dataclasses.asdict(config)` and `from_dict(AlphaFoldConfig, d)` carry one through JSON (as
+checkpoints record it).
 """
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,3 +162,27 @@ def reduced(config: AlphaFoldConfig, num_block: int = 2, extra_msa_num_block: in
   if num_recycle is not None:
     changes.update({'model.num_recycle': num_recycle, 'data.common.num_recycle': num_recycle})
   return replace(config, changes)
+
+
+def from_dict(annotation: Any, value: Any) -> Any:
+  """`value` (what `dataclasses.asdict` gave, through JSON) as an instance of `annotation`,
+  recursively: dataclasses, optional fields and tuples rebuilt. A key the dataclass lacks
+  raises TypeError naming it."""
+  if dataclasses.is_dataclass(annotation):
+    hints = typing.get_type_hints(annotation)
+    unknown = sorted(set(value) - set(hints))
+    if unknown:
+      raise TypeError(f'{annotation.__name__} has no field {", ".join(unknown)}')
+    return annotation(**{name: from_dict(hints[name], item) for name, item in value.items()})
+  if is_union(annotation):
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return None if value is None else from_dict(options[0], value)
+  if typing.get_origin(annotation) is tuple:
+    item_type = typing.get_args(annotation)[0]
+    return tuple(from_dict(item_type, item) for item in value)
+  return value
+
+
+def is_union(annotation: Any) -> bool:
+  """Whether a type annotation is `A | B` (or Optional)."""
+  return typing.get_origin(annotation) in (typing.Union, types.UnionType)

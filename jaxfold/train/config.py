@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import types
 import typing
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -190,7 +189,7 @@ def _parse(text: str, annotation: Any) -> Any:
     value = text
   if text.lower() in ('true', 'false'):
     value = text.lower() == 'true'
-  options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+  options = typing.get_args(annotation) if model_config.is_union(annotation) else (annotation,)
   for option in options:
     if option is type(None) and value is None:
       return None
@@ -214,10 +213,6 @@ def _parse(text: str, annotation: Any) -> Any:
   raise TypeError(f'{text!r} is not a {annotation}')
 
 
-def _is_union(annotation: Any) -> bool:
-  return typing.get_origin(annotation) in (typing.Union, types.UnionType)
-
-
 def to_json(config: TrainConfig) -> str:
   """The whole config as JSON (kept in the workdir beside the run)."""
   return json.dumps(dataclasses.asdict(config), indent=1, default=str)
@@ -225,18 +220,4 @@ def to_json(config: TrainConfig) -> str:
 
 def from_json(text: str) -> TrainConfig:
   """The config `to_json` wrote."""
-  return _build(TrainConfig, json.loads(text))
-
-
-def _build(annotation: Any, value: Any) -> Any:
-  """`value` (parsed JSON) as an instance of `annotation`, recursively."""
-  if dataclasses.is_dataclass(annotation):
-    hints = typing.get_type_hints(annotation)
-    return annotation(**{name: _build(hints[name], item) for name, item in value.items()})
-  if _is_union(annotation):
-    options = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return None if value is None else _build(options[0], value)
-  if typing.get_origin(annotation) is tuple:
-    item_type = typing.get_args(annotation)[0]
-    return tuple(_build(item_type, item) for item in value)
-  return value
+  return model_config.from_dict(TrainConfig, json.loads(text))
