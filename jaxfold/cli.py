@@ -270,6 +270,12 @@ def _predict(args: argparse.Namespace) -> None:
                       ('--pair-chunk-size', args.pair_chunk_size)):
     if value < 0:
       raise ValueError(f'{flag} {value}: must be 0 (one piece) or more')
+  if args.relax != 'none':
+    from jaxfold import relax  # pylint: disable=import-outside-toplevel
+    relax.check_available()
+    relaxed_path = pathlib.Path(args.output) / f'{name}_relaxed.pdb'
+    if relaxed_path.exists() and not args.overwrite:
+      raise FileExistsError(f'{relaxed_path}: exists (pass --overwrite to replace it)')
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   axes = sharding.parse_mesh(args.mesh) if args.mesh else ()
   mesh = inference.prediction_mesh(axes) if axes else None
@@ -321,7 +327,44 @@ def _predict(args: argparse.Namespace) -> None:
   summary = f'mean pLDDT {float(np.mean(metrics["plddt"])):.2f}'
   if 'ptm' in metrics:
     summary += f', pTM {float(metrics["ptm"]):.4f}'
-  progress(f'done: {summary}; wrote {", ".join(str(p) for p in written.values())}')
+  written = list(written.values())
+  if args.relax != 'none':  # one model per run: 'best' and 'all' relax the same one
+    written.append(relaxed_path)
+    _relax_file(written[0], relaxed_path, progress, use_gpu=args.relax_gpu)
+  progress(f'done: {summary}; wrote {", ".join(str(p) for p in written)}')
+
+
+def _relax_file(source: pathlib.Path, destination: pathlib.Path, progress: '_Progress', *,
+                use_gpu: bool | None, config=None) -> None:
+  """Relaxes the PDB file `source` into `destination` (written whole or not at all)."""
+  from jaxfold import relax  # pylint: disable=import-outside-toplevel
+  progress(f'relaxing {source} (Amber, AlphaFold\'s protocol)')
+  try:
+    relaxed = relax.relax_pdb(source.read_text(), config or relax.RelaxConfig(),
+                              use_gpu=use_gpu, progress=progress)
+  except JaxfoldError as error:
+    raise JaxfoldError(f'{source}: {error}') from error
+  with atomic_write(destination, 'w') as f:
+    f.write(relaxed.pdb)
+  progress(f'relaxed in {relaxed.seconds:.1f} s on {relaxed.platform}: energy '
+           f'{relaxed.initial_energy:.1f} -> {relaxed.final_energy:.1f} kcal/mol, heavy atoms '
+           f'moved {relaxed.heavy_atom_rmsd:.3f} Å RMS, {len(relaxed.violations_after)} '
+           f'residues still violating; wrote {destination}')
+
+
+def _relax(args: argparse.Namespace) -> None:
+  from jaxfold import relax  # pylint: disable=import-outside-toplevel
+  source = pathlib.Path(args.input)
+  if not source.is_file():
+    raise FileNotFoundError(f'{source}: no such file')
+  if os.path.lexists(args.output) and not args.overwrite:
+    raise FileExistsError(f'{args.output}: exists (pass --overwrite to replace it)')
+  _check_parent(args.output)
+  relax.check_available()
+  config = relax.RelaxConfig(max_outer_iterations=args.max_outer_iterations,
+                             exclude_residues=tuple(args.exclude_residues or ()))
+  _relax_file(source, pathlib.Path(args.output), _Progress(args.quiet), use_gpu=args.gpu,
+              config=config)
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -678,9 +721,35 @@ def build_parser() -> argparse.ArgumentParser:
                             'outputs.npz, as AlphaFold\'s result does (the distogram\'s, PAE\'s '
                             'and the probabilities are N x N x 64 each: kept in memory and on '
                             'disk only when asked)')
+  predict.add_argument('--relax', choices=('none', 'best', 'all'), default='none',
+                       help='Amber-relax the predicted structure into <name>_relaxed.pdb '
+                            '(AlphaFold\'s protocol; needs the relax extra: pip install '
+                            '\'jaxfold[relax]\'); best and all: one model per run, so the same')
+  predict.add_argument('--relax-gpu', action=argparse.BooleanOptionalAction, default=None,
+                       help='relax on a GPU (CUDA/OpenCL) or not; default: a GPU if OpenMM has '
+                            'one')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace existing prediction files in the output directory')
   predict.set_defaults(run=_predict)
+
+  relax_command = commands.add_parser(
+      'relax', help='Amber-relax a structure (AlphaFold\'s protocol)',
+      description='Restrained energy minimisation of a predicted structure, as AlphaFold '
+                  'relaxes its models (Amber99sb, stiffness 10 kcal/mol/Å², tolerance 2.39, '
+                  'rounds while residues violate); B-factors (pLDDT) kept. Needs the relax '
+                  'extra: pip install \'jaxfold[relax]\'.')
+  relax_command.add_argument('input', help='PDB file to relax (one model)')
+  relax_command.add_argument('output', help='PDB file to write')
+  relax_command.add_argument('--max-outer-iterations', type=int, default=3,
+                             help='minimisation rounds while residues violate (default 3, '
+                                  'AlphaFold\'s)')
+  relax_command.add_argument('--exclude-residues', type=int, nargs='*',
+                             help='0-based residue indices left unrestrained')
+  relax_command.add_argument('--gpu', action=argparse.BooleanOptionalAction, default=None,
+                             help='on a GPU (CUDA/OpenCL) or not; default: a GPU if OpenMM '
+                                  'has one')
+  relax_command.add_argument('--overwrite', action='store_true', help='replace OUTPUT')
+  relax_command.set_defaults(run=_relax)
 
   plan = commands.add_parser(
       'plan', help='will N residues fit? the compiled memory plan of a prediction',

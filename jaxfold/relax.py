@@ -132,6 +132,12 @@ class Relaxed:
     return protein.from_pdb_string(self.pdb)
 
 
+def check_available() -> None:
+  """Raises JaxfoldError naming the relax extra unless openmm and pdbfixer import: for a
+  command to fail before its slow work rather than after."""
+  _import_openmm()
+
+
 def _import_openmm() -> types.SimpleNamespace:
   """OpenMM, its app layer and units, and pdbfixer; JaxfoldError naming the extra without."""
   try:

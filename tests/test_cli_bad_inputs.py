@@ -11,6 +11,7 @@ import dataclasses
 import pathlib
 import pickle
 import shutil
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -297,4 +298,12 @@ def test_weights_with_nan_name_the_file_and_the_parameter(inputs, capsys):
   line = assert_fails(capsys, inputs.predict('--features', inputs.pickle(inputs.features)),
                       weights)
   assert f'parameter {first} holds 1 non-finite values' in line
+  assert list(inputs.out.iterdir()) == []
+
+
+def test_predict_relax_without_the_extra_fails_before_the_model(inputs, capsys, monkeypatch):
+  monkeypatch.setitem(sys.modules, 'openmm', None)  # None makes the import fail
+  argv = inputs.predict('--features', inputs.pickle(inputs.features), '--relax', 'best')
+  line = assert_fails(capsys, argv, 'jaxfold[relax]')  # not params.npz: before the weights
+  assert line.endswith("pip install 'jaxfold[relax]'")
   assert list(inputs.out.iterdir()) == []

@@ -309,3 +309,29 @@ def test_use_gpu_without_a_gpu_platform_names_what_to_install(shared_dir):
     pytest.skip(f'OpenMM has a GPU platform here ({names})')
   with pytest.raises(JaxfoldError, match=r'openmm\[cuda12\]==8\.6\.1'):
     relax.relax_protein(_jittered(shared_dir, 'glucagon', 0.0), use_gpu=True)
+
+
+def test_the_relax_command_writes_the_relaxed_structure_and_fails_in_one_line(
+    shared_dir, tmp_path, capsys, monkeypatch):
+  from cli_checks import assert_fails  # pylint: disable=import-outside-toplevel
+  from jaxfold import cli  # pylint: disable=import-outside-toplevel
+  unrelaxed = tmp_path / 'glucagon_unrelaxed.pdb'
+  unrelaxed.write_text(protein.to_pdb(_jittered(shared_dir, 'glucagon', 0.5)))
+  relaxed = tmp_path / 'glucagon_relaxed.pdb'
+  assert cli.main(['relax', str(unrelaxed), str(relaxed), '--no-gpu']) == 0
+  err = capsys.readouterr().err
+  assert 'residues still violating; wrote' in err and 'Amber round 1 on CPU' in err, err
+  written = relax.relax_pdb(unrelaxed.read_text(), use_gpu=False)
+  assert relaxed.read_text() == written.pdb  # repeatable: the command is the library call
+  assert_fails(capsys, ['relax', str(unrelaxed), str(relaxed)], relaxed)  # exists
+  assert_fails(capsys, ['relax', str(tmp_path / 'absent.pdb'), str(tmp_path / 'x.pdb')],
+               'absent.pdb')
+  garbage = tmp_path / 'garbage.pdb'
+  garbage.write_text('ATOM      1  CA  UNK A   1       0.000   0.000   0.000\n')
+  assert_fails(capsys, ['relax', str(garbage), str(tmp_path / 'x.pdb')], garbage)
+  monkeypatch.setitem(sys.modules, 'openmm', None)
+  line = assert_fails(capsys, ['relax', str(unrelaxed), str(tmp_path / 'x.pdb')],
+                      'jaxfold[relax]')
+  assert line.endswith(relax.MISSING_EXTRA)
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      'garbage.pdb', 'glucagon_relaxed.pdb', 'glucagon_unrelaxed.pdb']
