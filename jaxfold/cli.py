@@ -102,14 +102,27 @@ def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
 
 
 def _convert(args: argparse.Namespace) -> None:
-  from jaxfold.convert import alphafold_npz, formats  # pylint: disable=import-outside-toplevel
+  from jaxfold.convert import alphafold_npz, formats, schema  # pylint: disable=import-outside-toplevel
+  if args.random:
+    if args.dst is not None:
+      raise ValueError(f'{args.src}: --random writes one path: give only the output')
+    if args.preset is None:
+      raise ValueError(f'{args.src}: --random needs --preset (the model to make weights for)')
+    args.src, args.dst = None, args.src
+  elif args.dst is None:
+    raise ValueError(f'{args.src}: give the output path too (jaxfold convert SRC DST)')
   if os.path.lexists(args.dst) and not args.overwrite:
     raise FileExistsError(f'{args.dst}: exists (pass --overwrite to replace it)')
   _check_parent(args.dst)
   progress = _Progress(args.quiet)
-  progress(f'reading {args.src}')
-  tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
-                                           trusted=args.trust_pickle, finite=False)
+  if args.random:
+    preset_name, config = args.preset, _preset(args.preset)
+    progress(f'drawing random weights of {preset_name} (seed {args.seed})')
+    tree = schema.random_parameters(config.model, args.seed)
+  else:
+    progress(f'reading {args.src}')
+    tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
+                                             trusted=args.trust_pickle, finite=False)
   non_finite = alphafold_npz.first_non_finite(tree)
   if non_finite:  # converted bit for bit all the same: the file is the user's to judge
     logging.warning('%s: parameter %s holds %s non-finite values (NaN or inf); converting them '
@@ -638,9 +651,14 @@ def build_parser() -> argparse.ArgumentParser:
                   'all. OpenFold files need PyTorch: pip install \'jaxfold[torch]\'.')
   convert.add_argument('src', help='AlphaFold params_<preset>.npz, OpenFold .pt/.ckpt, '
                                    'jaxfold checkpoint directory, or a training checkpoint '
-                                   '<workdir>/checkpoints/<step>')
-  convert.add_argument('dst', help='output .npz, .pt (OpenFold state dict) or checkpoint '
-                                   'directory (must not exist)')
+                                   '<workdir>/checkpoints/<step> (with --random: the output)')
+  convert.add_argument('dst', nargs='?', help='output .npz, .pt (OpenFold state dict) or '
+                                              'checkpoint directory (must not exist)')
+  convert.add_argument('--random', action='store_true',
+                       help='write random weights of --preset (N(0, 0.02²) each, --seed) '
+                            'to the one path given: to try predict, tests and benchmarks '
+                            'without downloading weights; their structures mean nothing')
+  convert.add_argument('--seed', type=int, default=0, help='seed of --random (default 0)')
   convert.add_argument('--preset', choices=PRESETS,
                        help='model preset (required for a .npz or OpenFold source; a jaxfold '
                             'checkpoint records it)')

@@ -633,3 +633,22 @@ def test_parity_gradients_refuse_weights_and_a_batch(batch_npz, tmp_path, capsys
     assert 'perturbed random weights of its own' in line
   finally:
     jax.config.update('jax_default_matmul_precision', before)
+
+
+def test_convert_random_writes_seeded_weights_of_the_preset(tmp_path, capsys):
+  destination = tmp_path / f'params_{PRESET}.npz'
+  assert cli.main(['convert', '--random', '--preset', PRESET, str(destination), '--seed',
+                   '3']) == 0
+  assert f'drawing random weights of {PRESET} (seed 3)' in capsys.readouterr().err
+  written, _ = formats.load_params(destination, schema.parameter_shapes(preset(PRESET).model))
+  expected = alphafold_npz.flat_keys(schema.random_parameters(preset(PRESET).model, seed=3))
+  got = alphafold_npz.flat_keys(written)
+  assert got.keys() == expected.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(got[key], value, err_msg=key)
+  everything = np.concatenate([value.ravel() for value in got.values()])
+  assert abs(everything.std() - 0.02) < 1e-4 and abs(everything.mean()) < 1e-4
+  assert_fails(capsys, ['convert', '--random', str(tmp_path / 'x.npz')], 'x.npz')
+  assert_fails(capsys, ['convert', '--random', '--preset', PRESET, str(tmp_path / 'x.npz'),
+                        str(tmp_path / 'y.npz')], 'x.npz')
+  assert sorted(p.name for p in tmp_path.iterdir()) == [destination.name]
