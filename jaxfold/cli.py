@@ -357,6 +357,13 @@ def _relax_file(source: pathlib.Path, destination: pathlib.Path, progress: '_Pro
                               use_gpu=use_gpu, progress=progress)
   except JaxfoldError as error:
     raise JaxfoldError(f'{source}: {error}') from error
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    # OpenMM and pdbfixer fail on geometry they cannot handle (e.g. atoms on top of each
+    # other, as random weights predict: acos of a zero-length bond in addHydrogens).
+    raise JaxfoldError(f'{source}: Amber relaxation failed ({type(error).__name__} in '
+                       f'{_short_path(traceback.extract_tb(error.__traceback__)[-1].filename)}: '
+                       f'{_first_line(error)}); is the structure physically sensible?'
+                       ) from error
   with atomic_write(destination, 'w') as f:
     f.write(relaxed.pdb)
   progress(f'relaxed in {relaxed.seconds:.1f} s on {relaxed.platform}: energy '
