@@ -10,7 +10,6 @@ import logging
 import os
 import pathlib
 import pickle
-import re
 import sys
 import time
 import traceback
@@ -39,69 +38,8 @@ def _preset(name: str):
   return config.preset(name)
 
 
-_NAMED_NPZ = re.compile(r'params_(\w+)\.npz')  # AlphaFold's file names: params_model_1_ptm.npz
-
-
-def _weights_config(path: str, preset_name: str | None):
-  """(preset, whole model configuration) of weights at `path`, reading no parameters: what a
-  jaxfold checkpoint or a training run records (a trained ablation's own configuration), else
-  --preset's, else the preset an AlphaFold file's name `params_<preset>.npz` gives; (None,
-  None) when nothing tells (an OpenFold file without --preset)."""
-  from jaxfold.convert import formats  # pylint: disable=import-outside-toplevel
-  from jaxfold.model.config import PRESETS  # pylint: disable=import-outside-toplevel
-  source = pathlib.Path(path)
-  if not source.exists():
-    raise FileNotFoundError(f'{source}: no such file or directory')
-  if _training_checkpoint(path):
-    from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
-    run = checkpoints.run_config(path)
-    recorded, config = run.preset, run.model
-  elif source.is_dir():
-    recorded, config = formats.checkpoint_config(source)
-  else:
-    named = _NAMED_NPZ.fullmatch(source.name)
-    if preset_name is None and named and named.group(1) in PRESETS:
-      preset_name = named.group(1)
-    if preset_name is None and source.suffix.lower() == '.npz':
-      raise ValueError(f'{source}: an AlphaFold .npz does not say which model it is; pass '
-                       '--preset (or name it params_<preset>.npz, as AlphaFold does)')
-    return preset_name, None if preset_name is None else _preset(preset_name)
-  if preset_name is not None and preset_name != recorded:
-    raise ValueError(f'{source}: checkpoint holds preset {recorded!r}, not {preset_name!r}')
-  return recorded, config
-
-
-def _load_params(path: str, preset_name: str | None, *, ema: bool | None = None,
-                 trusted: bool = False, finite: bool = True):
-  """(jaxfold params, preset, whole model configuration) from any weights: an AlphaFold .npz,
-  an OpenFold .pt/.ckpt, a jaxfold checkpoint or a training run's step (`_weights_config`),
-  checked against that configuration's parameter shapes.
-
-  `ema`: of an OpenFold Lightning file or a training step, the averaged (default, where
-  present) or the trained weights. `trusted` lets torch unpickle anything in an OpenFold
-  file; `finite` refuses NaN or inf parameters.
-  """
-  from jaxfold.convert import alphafold_npz, formats, schema  # pylint: disable=import-outside-toplevel
-  preset_name, config = _weights_config(path, preset_name)
-  expected = None if config is None else schema.parameter_shapes(config.model)
-  if not _training_checkpoint(path):
-    # An OpenFold file without a preset is read anyway, so the error names the preset it fits.
-    tree, _ = formats.load_params(
-        path, expected=expected, schema_name=f'preset {preset_name!r}',
-        model_config=None if config is None else config.model, ema=ema, trusted=trusted,
-        finite=finite)
-    return tree, preset_name, config
-  from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
-  tree = checkpoints.read_params(path, ema=ema is not False)
-  flat = alphafold_npz.flat_keys(tree)
-  alphafold_npz.check_schema({key: value.shape for key, value in flat.items()}, expected,
-                             str(path), schema_name='the run\'s model configuration')
-  if finite:
-    alphafold_npz.check_finite(tree, str(path))
-  return tree, preset_name, config
-
-
 def _convert(args: argparse.Namespace) -> None:
+  from jaxfold import inference  # pylint: disable=import-outside-toplevel
   from jaxfold.convert import alphafold_npz, formats, schema  # pylint: disable=import-outside-toplevel
   if args.random:
     if args.dst is not None:
@@ -121,7 +59,7 @@ def _convert(args: argparse.Namespace) -> None:
     tree = schema.random_parameters(config.model, args.seed)
   else:
     progress(f'reading {args.src}')
-    tree, preset_name, config = _load_params(args.src, args.preset, ema=args.ema,
+    tree, preset_name, config = inference.load_params(args.src, args.preset, ema=args.ema,
                                              trusted=args.trust_pickle, finite=False)
   non_finite = alphafold_npz.first_non_finite(tree)
   if non_finite:  # converted bit for bit all the same: the file is the user's to judge
@@ -137,11 +75,6 @@ def _convert(args: argparse.Namespace) -> None:
   formats.save_params(tree, args.dst, preset=preset_name, overwrite=args.overwrite,
                       config=config)
   progress('done')
-
-
-def _training_checkpoint(path: str) -> bool:
-  from jaxfold.train import checkpoints  # pylint: disable=import-outside-toplevel
-  return checkpoints.is_training_checkpoint(path)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -181,23 +114,6 @@ def _train(args: argparse.Namespace) -> None:
   progress(f'step {summary.step}, {summary.skipped_steps} skipped steps; run in {args.workdir}')
 
 
-def _read_batch(path: str, layout: str = 'alphafold') -> dict[str, np.ndarray]:
-  """A processed batch saved with np.savez, in AlphaFold's layout (leading recycle axis) or
-  OpenFold's (recycling axis last), returned in AlphaFold's."""
-  source = pathlib.Path(path)
-  if not source.is_file():
-    raise FileNotFoundError(f'{source}: no such file')
-  try:
-    with np.load(source, allow_pickle=False) as data:
-      batch = {k: data[k] for k in data.files}
-  except Exception as e:  # zipfile / pickle / format errors: all mean an unreadable batch
-    raise ValueError(f'{source}: not a readable .npz batch ({type(e).__name__}: {e})') from e
-  if layout == 'openfold':
-    from jaxfold.convert import openfold_batch  # pylint: disable=import-outside-toplevel
-    batch = openfold_batch.from_openfold(batch, str(source))
-  return batch
-
-
 def _check_template_date(args: argparse.Namespace) -> None:
   """A --max-template-date that is no date fails before any file is read, naming the flag."""
   from jaxfold.data import templates  # pylint: disable=import-outside-toplevel
@@ -220,52 +136,38 @@ def _raw_features(args: argparse.Namespace, progress: '_Progress'):
   return features
 
 
-def _data_config(config, args: argparse.Namespace):
-  """The preset's data config with the MSA sizes given on the command line."""
-  from jaxfold.model.config import replace  # pylint: disable=import-outside-toplevel
-  changes = {}
-  if args.max_msa_clusters is not None:
-    changes['data.eval.max_msa_clusters'] = args.max_msa_clusters
-  if args.max_extra_msa is not None:
-    changes['data.common.max_extra_msa'] = args.max_extra_msa
-  return replace(config, changes).data
-
-
-def _prediction_batch(args: argparse.Namespace, config, num_recycle: int,
-                      progress: '_Progress') -> dict[str, np.ndarray]:
-  """The processed batch of --batch, --features or --fasta."""
-  from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
+def _prediction_batch(args: argparse.Namespace, config, progress: '_Progress'
+                      ) -> dict[str, np.ndarray]:
+  """The model's batch of --batch (its recycling slices checked against --num-recycle),
+  --features or --fasta (one slice per iteration: --num-recycle's, else the model's)."""
+  from jaxfold import inference  # pylint: disable=import-outside-toplevel
   if args.batch:
-    return model_features(_read_batch(args.batch, args.batch_layout), config.model, args.batch)
-  from jaxfold.data import processing  # pylint: disable=import-outside-toplevel
+    batch = inference.read_batch(args.batch, config, args.batch_layout)
+    inference.batch_recycling(batch, args.num_recycle, args.batch)
+    return batch
   if args.features:
-    from jaxfold.data import raw_features  # pylint: disable=import-outside-toplevel
-    raw = raw_features.read_features(args.features, trusted=args.trust_pickle)
-    source = args.features
+    raw, source = inference.read_features(args.features, trusted=args.trust_pickle), args.features
   else:
     raw, source = _raw_features(args, progress), args.fasta
-  batch = processing.process_features(raw, _data_config(config, args), mode='eval',
-                                      seed=args.seed, num_recycle=num_recycle, source=source)
-  # The model reads these; the rest (labels, BERT targets, ...) stays out of the jit.
-  batch = model_features(batch, config.model, source)
-  progress(f'processed features: {batch["msa_feat"].shape[1]} MSA clusters, '
+  batch = inference.make_batch(raw, config, max_msa_clusters=args.max_msa_clusters,
+                               max_extra_msa=args.max_extra_msa, seed=args.seed,
+                               num_recycle=args.num_recycle, source=source)
+  asked = args.max_msa_clusters or config.data.eval.max_msa_clusters
+  reduced = ''
+  if config.data.common.reduce_msa_clusters_by_max_templates:  # AlphaFold's rule
+    reduced = (f' (of {asked}: the {config.data.eval.max_templates} template rows join the MSA '
+               'in the model)')
+  progress(f'processed features: {batch["msa_feat"].shape[1]} MSA clusters{reduced}, '
            f'{batch["extra_msa"].shape[1]} extra sequences (seed {args.seed})')
   return batch
 
 
-def _batch_recycling(batch: dict[str, np.ndarray], asked: int | None, source: str) -> int:
-  """The recycling iterations a processed batch holds (its slices less one); --num-recycle
-  must agree, never clamp silently."""
-  slices = batch['aatype'].shape[0]
-  if asked is not None and asked != slices - 1:
-    raise JaxfoldError(f'{source}: holds {slices} recycling slices, so {slices - 1} recycling '
-                       f'iterations; --num-recycle {asked} disagrees (omit it, or make a batch '
-                       f'with {asked + 1} slices)')
-  return slices - 1
+def _count(number: int, noun: str) -> str:
+  """'1 recycling iteration', '0 recycling iterations'."""
+  return f'{number} {noun}' + ('' if number == 1 else 's')
 
 
 def _predict(args: argparse.Namespace) -> None:
-  import jax  # pylint: disable=import-outside-toplevel
   from jaxfold import inference, memory_plan, prediction_outputs  # pylint: disable=import-outside-toplevel
   from jaxfold.model.alphafold import AlphaFold  # pylint: disable=import-outside-toplevel
   from jaxfold.model.global_config import GlobalConfig  # pylint: disable=import-outside-toplevel
@@ -292,27 +194,25 @@ def _predict(args: argparse.Namespace) -> None:
   budget = None if args.budget is None else memory_plan.parse_bytes(args.budget)
   axes = sharding.parse_mesh(args.mesh) if args.mesh else ()
   mesh = inference.prediction_mesh(axes) if axes else None
-  preset_name, config = _weights_config(args.params, args.preset)
+  preset_name, config = inference.weights_config(args.params, args.preset)
   if config is None:  # weights that do not say their model: this fails, naming what they fit
-    _load_params(args.params, None)
+    inference.load_params(args.params, None)
   # The inputs are read and checked before the (slower) weights.
-  num_recycle = config.model.num_recycle if args.num_recycle is None else args.num_recycle
-  batch = _prediction_batch(args, config, num_recycle, progress)
-  if args.batch:  # a processed batch fixes the iterations: one per slice, as in AlphaFold
-    num_recycle = _batch_recycling(batch, args.num_recycle, args.batch)
+  batch = _prediction_batch(args, config, progress)
+  num_recycle = inference.batch_recycling(batch)
   progress(f'reading parameters {args.params}')
-  tree, _, _ = _load_params(args.params, preset_name)
+  model = inference.load_model(args.params, preset_name)
 
   def program(global_config):
     return inference.jit_prediction(inference.prediction_fn(
         AlphaFold(config.model, global_config), num_recycle, args.save_representations,
         args.save_logits), mesh)
 
+  compiled = None
   if budget is None:
     global_config = GlobalConfig(dtype=args.dtype, subbatch_size=args.subbatch_size or None,
                                  attention=args.attention,
                                  pair_chunk_size=args.pair_chunk_size or None)
-    run = program(global_config)
   else:  # the chosen program is the one that runs: it compiles once
     shapes = memory_plan.Shapes(preset_name, batch['aatype'].shape[1],
                                 batch['msa_feat'].shape[1], batch['extra_msa'].shape[1],
@@ -322,20 +222,23 @@ def _predict(args: argparse.Namespace) -> None:
 
     def planner(shapes, settings):
       gc = memory_plan.global_config(settings, args.dtype)
-      return memory_plan.compiled_plan(shapes, settings, gc, program(gc), (tree, batch))
+      return memory_plan.compiled_plan(shapes, settings, gc, program(gc), (model.params, batch))
 
     chosen = memory_plan.choose(shapes, budget, progress, planner)
-    global_config, run = chosen.global_config, chosen.compiled
+    global_config, compiled = chosen.global_config, chosen.compiled
   progress(f'predicting {name}: {batch["aatype"].shape[1]} residues, {preset_name}, '
-           f'{num_recycle} recycling iterations, {args.dtype}, subbatch '
+           f'{_count(num_recycle, "recycling iteration")}, {args.dtype}, subbatch '
            f'{global_config.subbatch_size or "off"}, pair chunk '
            f'{global_config.pair_chunk_size or "off"}, {global_config.attention} attention'
            + (f', on {sharding.describe(mesh, "dap")}' if mesh else ''))
-  outputs = jax.tree.map(np.asarray, run(tree, batch))
+  outputs = inference.predict(model, batch, global_config=global_config,
+                              save_representations=args.save_representations,
+                              save_logits=args.save_logits, mesh=mesh, compiled=compiled,
+                              progress=progress)
   progress(f'writing {args.output}')
-  written = prediction_outputs.write_prediction(
-      args.output, name, {k: v[0] for k, v in batch.items()}, outputs,
-      save_representations=args.save_representations, overwrite=args.overwrite)
+  written = inference.write(args.output, name, batch, outputs,
+                            save_representations=args.save_representations,
+                            overwrite=args.overwrite)
   metrics = outputs['confidence']
   summary = f'mean pLDDT {float(np.mean(metrics["plddt"])):.2f}'
   if 'ptm' in metrics:
@@ -515,6 +418,7 @@ def _parity(args: argparse.Namespace) -> int:
     raise JaxfoldError(f'the AlphaFold reference is not installed ({e}); install the test '
                        "extra: pip install -e '.[test]'") from e
   import jax  # pylint: disable=import-outside-toplevel
+  from jaxfold import inference  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
   _check_parent(args.report)
   if args.losses or args.gradients:
@@ -530,7 +434,7 @@ def _parity(args: argparse.Namespace) -> int:
   progress = _Progress(args.quiet)
   params = batch = None
   if args.params:
-    tree, _, _ = _load_params(args.params, args.preset)
+    tree, _, _ = inference.load_params(args.params, args.preset)
     from jaxfold.convert.haiku_tree import to_haiku  # pylint: disable=import-outside-toplevel
     params = to_haiku(tree, root='alphafold')
   if args.losses:
@@ -547,7 +451,7 @@ def _parity(args: argparse.Namespace) -> int:
   if args.batch:
     from jaxfold.convert.openfold_batch import TEMPLATE_TORSION_FEATURES  # pylint: disable=import-outside-toplevel
     from jaxfold.model.alphafold import model_features  # pylint: disable=import-outside-toplevel
-    batch = _read_batch(args.batch, args.batch_layout)
+    batch = inference.read_batch(args.batch, layout=args.batch_layout)
     model_features(batch, _preset(args.preset).model, args.batch)  # fails on a misfit batch
     # AlphaFold reads the whole batch (e.g. seq_length) and computes the template torsion
     # angles from the atoms: so does jaxfold here.

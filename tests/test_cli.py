@@ -222,7 +222,10 @@ def test_predict_reports_progress_on_stderr_only(npz_prediction, checkpoint_pred
     assert run.stdout == ''
     lines = run.stderr.splitlines()
     assert all(PROGRESS_LINE.match(line) for line in lines), run.stderr
-    assert f'{NUM_RES} residues, {PRESET}, 1 recycling iterations, float32' in run.stderr
+    assert f'{NUM_RES} residues, {PRESET}, 1 recycling iteration, float32' in run.stderr
+    phases = [line.split('] ', 1)[1].split(' ')[0] for line in lines]
+    assert phases == ['reading', 'predicting', 'compiled', 'predicted', 'writing', 'done:'], lines
+    assert '(2 iterations)' in lines[3]
     assert lines[-1].split('] ', 1)[1].startswith('done: mean pLDDT')
     assert str(output) in lines[-1]
 
@@ -380,7 +383,7 @@ def test_weights_of_another_preset_fail(weights_npz, batch_npz, tmp_path, capsys
                                              '--preset', 'model_1_ptm'), batch_npz)
   assert 'missing features for this preset: template_aatype' in line
   with pytest.raises(alphafold_npz.SchemaError) as caught:
-    cli._load_params(weights_npz, 'model_1_ptm')  # pylint: disable=protected-access
+    inference.load_params(weights_npz, 'model_1_ptm')
   line = str(caught.value)
   assert f"{weights_npz}" in line and "preset 'model_1_ptm'" in line
   assert f'{len(missing)} missing ({missing[0]}' in line
@@ -560,7 +563,7 @@ def test_data_features_then_predict_features_gives_the_fasta_batch(tmp_path, sha
     args = cli.build_parser().parse_args(
         ['predict', '--params', 'unused', '--output', 'unused', '--max-msa-clusters', '8',
          '--max-extra-msa', '16', '--seed', '3', *[str(a) for a in argv]])
-    batches[kind] = cli._prediction_batch(args, preset('model_1_ptm'), 1, lambda _: None)  # pylint: disable=protected-access
+    batches[kind] = cli._prediction_batch(args, preset('model_1_ptm'), lambda _: None)  # pylint: disable=protected-access
   assert sorted(batches['fasta']) == sorted(batches['features'])
   for key, value in batches['fasta'].items():
     np.testing.assert_array_equal(value, batches['features'][key], err_msg=key)

@@ -163,7 +163,7 @@ def test_predict_with_openfold_weights_and_batch_reproduces_openfold(shared_dir,
                      '--num-recycle', '1', '--output', str(tmp_path / 'out'), '--name', 'q'])
   _, err = capsys.readouterr()
   assert status == 0, err
-  assert 'predicting q: 48 residues, model_1_ptm, 1 recycling iterations' in err
+  assert 'predicting q: 48 residues, model_1_ptm, 1 recycling iteration,' in err
   recorded = np.load(fixture / 'outputs.npz')
   with np.load(tmp_path / 'out' / 'outputs.npz') as ours:
     mask = recorded['final/final_atom_mask'][..., None]
@@ -220,7 +220,7 @@ def test_a_checkpoint_of_an_ablation_predicts_openfolds_batch_with_its_own_recyc
   status = cli.main([str(arg) for arg in argv])
   _, err = capsys.readouterr()
   assert status == 0, err
-  assert 'predicting small: 73 residues, model_1_ptm, 1 recycling iterations' in err
+  assert 'predicting small: 73 residues, model_1_ptm, 1 recycling iteration,' in err
   mask = fixture.output('final/final_atom_mask')[..., None]
   with np.load(tmp_path / 'out' / 'outputs.npz') as ours:
     measured = {

@@ -379,17 +379,18 @@ def test_a_trained_step_predicts_without_a_preset_as_the_model_does_in_python(
                        '--name', 'q', '--subbatch-size', '0', '--pair-chunk-size', '0'])
     err = capsys.readouterr().err
     assert status == 0, err
-    assert 'predicting q: 73 residues, model_3_ptm, 1 recycling iterations' in err
+    assert 'predicting q: 73 residues, model_3_ptm, 1 recycling iteration,' in err
     with np.load(out / 'outputs.npz') as outputs:
       predicted[params.name] = outputs['final_atom_positions']
   np.testing.assert_array_equal(predicted[step.name], predicted[converted.name])
 
-  run = checkpoints.run_config(step)
-  args = cli.build_parser().parse_args(['predict', '--params', 'unused', '--output', 'unused',
-                                        *argv])
-  batch = cli._prediction_batch(args, run.model, 1, lambda _: None)  # pylint: disable=protected-access
-  model = AlphaFold(run.model.model, GlobalConfig())  # in one piece, as predicted above
-  outputs = jax.jit(inference.prediction_fn(model, 1))(checkpoints.read_params(step), batch)
+  # The library's steps, the network applied by hand.
+  model = inference.load_model(step)
+  assert model.config == checkpoints.run_config(step).model and model.preset == 'model_3_ptm'
+  batch = inference.make_batch(inference.read_features(features), model.config,
+                               max_msa_clusters=16, max_extra_msa=32)
+  network = AlphaFold(model.config.model, GlobalConfig())  # in one piece, as predicted above
+  outputs = jax.jit(inference.prediction_fn(network, 1))(model.params, batch)
   positions = np.asarray(outputs['structure_module']['final_atom_positions'])
   mask = batch['atom37_atom_exists'][0][..., None]
   np.testing.assert_allclose(predicted[step.name] * mask, positions * mask, atol=1e-4)
