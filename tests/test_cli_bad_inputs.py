@@ -265,6 +265,12 @@ def test_trust_pickle_unpickles_what_the_default_refuses(inputs, capsys):
   assert marker.exists()
 
 
+def test_trust_pickle_reads_a_benign_file_as_the_default_does(inputs, capsys):
+  path = inputs.pickle(inputs.features)
+  for trust in ([], ['--trust-pickle']):  # read and processed: what fails is the weights file
+    assert_fails(capsys, inputs.predict('--features', path, *trust), 'params.npz')
+
+
 def test_damaged_template_mmcifs_are_skipped_with_a_warning_naming_them(inputs, capsys):
   mmcif = inputs.root / 'mmcif'
   damaged = {
