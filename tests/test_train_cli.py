@@ -323,7 +323,14 @@ def test_a_start_that_fails_on_bad_input_leaves_the_workdir_as_it_was(dataset, e
   empty.mkdir()
   garbage = tmp_path / 'weights.npz'
   garbage.write_bytes(b'not an npz')
+  damaged = tmp_path / 'damaged'
+  shutil.copytree(dataset, damaged)
+  shard = next(damaged.glob('*-train.array_record-*'))
+  data = bytearray(shard.read_bytes())
+  data[100:200] = bytes(b ^ 0xff for b in data[100:200])  # the first record's chunk
+  shard.write_bytes(data)
   for flags, names in ((['--data', empty], empty),
+                       (['--data', damaged], shard),
                        (['--data', dataset, '--init', garbage], garbage)):
     assert_fails(capsys, ['train', '--config', TINY, '--workdir', workdir, *flags], names)
     assert not workdir.exists()

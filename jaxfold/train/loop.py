@@ -171,8 +171,11 @@ def train(config: config_lib.TrainConfig, workdir: str | os.PathLike, *,
       num_recycle=config.max_num_recycle,
       batch_size=config.global_batch_size // jax.process_count())
   chains, keep = _validation_chains(config, progress)
+  new_run = not (workdir / checkpoints_lib.CHECKPOINTS_DIR).exists()
+  if new_run:  # the first step's examples read and processed: damaged data fails here
+    dataset[0]  # pylint: disable=pointless-statement
   params = None
-  if init is not None and not (workdir / checkpoints_lib.CHECKPOINTS_DIR).exists():
+  if init is not None and new_run:
     progress(f'initialising parameters from {init}')
     params = initial_params(config, init, state_shardings.params)
 
