@@ -6,7 +6,9 @@ that fails leaves the workdir as it was, a damaged newest checkpoint gives way t
 
 The runs are subprocesses sharing one XLA compilation cache, so only the first compiles the
 training step (~2-3 minutes on 2 cores); the others start in about a minute. The resumption
-test (three runs) is in the slow tier; the fast tier runs the uninterrupted run and its checks.
+test (three runs), the damaged-checkpoint and failed-save runs (their library checks are in
+tests/test_checkpoint_damage.py) are in the slow tier; the fast tier runs the uninterrupted
+run and its checks, and the failed starts.
 """
 
 import csv
@@ -284,6 +286,7 @@ def test_exporting_a_damaged_checkpoint_is_one_line(uninterrupted, environment, 
   assert len(done.stderr.splitlines()) == 1 and not (tmp_path / 'out.npz').exists()
 
 
+@pytest.mark.slow  # tests/test_checkpoint_damage.py checks it in the library, fast
 def test_a_damaged_newest_checkpoint_gives_way_to_the_one_before(uninterrupted, dataset,
                                                                  environment, tmp_path):
   workdir = tmp_path / 'damaged'
@@ -353,6 +356,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # tests/test_checkpoint_damage.py checks it in the library, fast
 def test_a_checkpoint_that_fails_to_save_stops_the_run_in_one_line(dataset, environment,
                                                                    tmp_path):
   workdir = tmp_path / 'run'
