@@ -59,8 +59,8 @@ def _convert(args: argparse.Namespace) -> None:
     tree = schema.random_parameters(config.model, args.seed)
   else:
     progress(f'reading {args.src}')
-    tree, preset_name, config = inference.load_params(args.src, args.preset, ema=args.ema,
-                                             trusted=args.trust_pickle, finite=False)
+    tree, preset_name, config = inference.load_params(
+        args.src, args.preset, ema=args.ema, trusted=args.trust_pickle, finite=False)
   non_finite = alphafold_npz.first_non_finite(tree)
   if non_finite:  # converted bit for bit all the same: the file is the user's to judge
     logging.warning('%s: parameter %s holds %s non-finite values (NaN or inf); converting them '
