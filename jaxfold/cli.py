@@ -263,10 +263,8 @@ def _relax_file(source: pathlib.Path, destination: pathlib.Path, progress: '_Pro
   except Exception as error:  # pylint: disable=broad-exception-caught
     # OpenMM and pdbfixer fail on geometry they cannot handle (e.g. atoms on top of each
     # other, as random weights predict: acos of a zero-length bond in addHydrogens).
-    raise JaxfoldError(f'{source}: Amber relaxation failed ({type(error).__name__} in '
-                       f'{_short_path(traceback.extract_tb(error.__traceback__)[-1].filename)}: '
-                       f'{_first_line(error)}); is the structure physically sensible?'
-                       ) from error
+    raise JaxfoldError(f'{source}: Amber relaxation failed ({_raised_at(error)}); is the '
+                       'structure physically sensible?') from error
   with atomic_write(destination, 'w') as f:
     f.write(relaxed.pdb)
   progress(f'relaxed in {relaxed.seconds:.1f} s on {relaxed.platform}: energy '
@@ -937,10 +935,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except Exception as e:  # pylint: disable=broad-exception-caught
     if args.debug:
       traceback.print_exc()
-    where = traceback.extract_tb(e.__traceback__)[-1]
-    print(f'jaxfold: error: {type(e).__name__} at {_short_path(where.filename)}:{where.lineno}: '
-          f'{_first_line(e)} (a fault, not your input: please report it; --debug shows the '
-          'traceback)', file=sys.stderr)
+    print(f'jaxfold: error: {_raised_at(e)} (a fault, not your input: please report it; '
+          '--debug shows the traceback)', file=sys.stderr)
     return 1
 
 
@@ -949,14 +945,19 @@ def _first_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
-def _short_path(filename: str) -> str:
-  """A source file's path from its package (jaxfold/data/hhr.py), not the whole install path."""
-  parts = pathlib.Path(filename).parts
+def _raised_at(error: BaseException) -> str:
+  """'IndexError at jaxfold/data/hhr.py:88: list index out of range': the exception, where it
+  was raised (the path from its package, not the whole install path) and its first line."""
+  where = traceback.extract_tb(error.__traceback__)[-1]
+  parts = pathlib.Path(where.filename).parts
+  filename = where.filename
   for package in ('jaxfold', 'site-packages'):
     if package in parts:
       start = len(parts) - 1 - parts[::-1].index(package)
-      return str(pathlib.Path(*parts[start + (package == 'site-packages'):]))
-  return filename
+      filename = str(pathlib.Path(*parts[start + (package == 'site-packages'):]))
+      break
+  return f'{type(error).__name__} at {filename}:{where.lineno}: {_first_line(error)}'
+
 
 if __name__ == '__main__':
   sys.exit(main())
